@@ -1,0 +1,195 @@
+"""The ``fame`` command line: run the pipeline or one stage, query the catalog, recommend."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.errors import PipelineError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch public ones.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+
+ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")]
+SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder holding the datasets")]
+ForceOpt = Annotated[list[str] | None, typer.Option("--force", "-f", help="stage to recompute even if cached (repeatable)")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _load(config: str, sets: list[str] | None, data_dir: Path | None) -> RunConfig:
+    try:
+        return load_config(config, sets or [], data_dir)
+    except (ConfigError, OSError) as exc:
+        _fail(exc)
+        raise  # unreachable
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("FAME_LOG", "INFO"), format="%(message)s")
+
+
+def _run(config: str, sets, data_dir, stages: list[str] | None, force, quiet: bool):
+    from pipeline.runner import run_pipeline
+
+    _setup_logging()
+    cfg = _load(config, sets, data_dir)
+    try:
+        ctx = run_pipeline(cfg, stages, force or [], progress=not quiet, config_name=config)
+    except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
+        _fail(exc)
+        raise
+    _print_stage_table(ctx)
+    return ctx
+
+
+def _print_stage_table(ctx) -> None:
+    table = Table(title=f"run {ctx.run_id} ({ctx.config.data.name})")
+    for col in ("stage", "status", "seconds", "key", "rows"):
+        table.add_column(col)
+    for res in ctx.results.values():
+        rows = ", ".join(f"{k}={v}" for k, v in res.rows.items())
+        table.add_row(res.stage, "skipped" if res.skipped else "computed", f"{res.seconds:.2f}", res.key, rows)
+    Console().print(table)
+    if "evaluate" in ctx.results:
+        from pipeline.report import metrics_table
+
+        Console().print(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
+    Console().print(f"catalog: {ctx.store.root / 'catalog.duckdb'}  (try: fame sql \"select * from stages\")")
+
+
+@app.command()
+def run(
+    config: ConfigOpt = "ml-100k",
+    stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages (default: all the config needs)")] = None,
+    force: ForceOpt = None,
+    sets: SetOpt = None,
+    data_dir: DataDirOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Run the pipeline in-process (no server): ingest → encode → pretrain → train → evaluate."""
+    _run(config, sets, data_dir, stages.split(",") if stages else None, force, quiet)
+
+
+def _stage_command(stage: str, doc: str):
+    def command(
+        config: ConfigOpt = "ml-100k",
+        force: ForceOpt = None,
+        sets: SetOpt = None,
+        data_dir: DataDirOpt = None,
+        quiet: QuietOpt = False,
+    ) -> None:
+        from pipeline.runner import ORDER, needed_stages
+
+        cfg = _load(config, sets, data_dir)
+        upto = ORDER.index(stage)
+        needed = [s for s in needed_stages(cfg) if ORDER.index(s) <= upto]
+        if stage not in needed:
+            needed.append(stage)
+        if stage == "train":  # a training run is only useful with its test metrics in the catalog
+            needed.append("evaluate")
+        _run(config, sets, data_dir, needed, force, quiet)
+
+    command.__doc__ = doc + " Missing upstream artifacts are computed first; cached ones are reused."
+    return command
+
+
+for _name, _doc in {
+    "ingest": "Read raw files into items, interactions and sequences (leave-one-out split).",
+    "encode": "Encode item texts with the sentence encoder (cached per text).",
+    "pretrain": "Facet-aware supervised contrastive pre-training of item embeddings.",
+    "train": "Train FAME or SASRec with early stopping, then evaluate on the test split.",
+    "evaluate": "Full-ranking evaluation of the trained model (valid and test).",
+}.items():
+    app.command(name=_name)(_stage_command(_name, _doc))
+
+
+@app.command()
+def sql(
+    query: Annotated[str, typer.Argument(help="read-only SQL over the catalog views")],
+    fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
+    artifacts: Annotated[Path | None, typer.Option(help="artifact root (default $FAME_HOME or ./artifacts)")] = None,
+    limit: Annotated[int, typer.Option(help="max rows printed in table format (0 = all)")] = 200,
+) -> None:
+    """Query the catalog (read-only). Views: items, interactions, sequences, text_embeddings,
+    item_embeddings, runs, stages, metrics, rankings, facet_report (+ <view>_all)."""
+    from storage import CatalogError, query as run_query
+
+    root = artifacts or Path(os.environ.get("FAME_HOME", "artifacts"))
+    if not root.is_dir():
+        _fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
+    try:
+        columns, rows = run_query(root, query)
+    except CatalogError as exc:
+        _fail(exc)
+        return
+    if fmt == "json":
+        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1) + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(columns)
+        writer.writerows(rows)
+        sys.stdout.write(buf.getvalue())
+    elif fmt == "table":
+        table = Table(*columns)
+        shown = rows if limit <= 0 else rows[:limit]
+        for row in shown:
+            table.add_row(*("NULL" if v is None else str(v) for v in row))
+        Console(width=max(120, Console().width)).print(table)
+        if len(shown) < len(rows):
+            console.print(f"({len(rows)} rows, {len(shown)} shown; --limit 0 for all)")
+    else:
+        _fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = "ml-100k", sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Print the fully resolved config (defaults filled in) as JSON, with stage keys."""
+    from pipeline.runner import plan_keys
+
+    cfg = _load(config, sets, data_dir)
+    out = cfg.model_dump(mode="json")
+    out["_resolved"] = {"data_dir": str(cfg.dataset_dir()), "artifacts": str(cfg.artifacts_dir()),
+                        "keys": plan_keys(cfg)}
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+
+
+@data_app.command("fetch")
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="dataset to download (ml-100k)")],
+    dest: Annotated[Path | None, typer.Option(help="data directory (default: $FAME_DATA_DIR or ./data)")] = None,
+    url: Annotated[str | None, typer.Option(help="override the download URL (mirrors, tests)")] = None,
+) -> None:
+    """Download a dataset from its official source (needs internet)."""
+    from pipeline.fetch import fetch
+
+    target = dest or Path(os.environ.get("FAME_DATA_DIR", "data"))
+    try:
+        path = fetch(name, target, url)
+    except PipelineError as exc:
+        _fail(exc)
+        return
+    typer.echo(f"{name} written to {path}")
+
+
+def main() -> None:  # pragma: no cover
+    app()

@@ -1,0 +1,192 @@
+"""Typed run configuration: TOML files under ``configs/`` plus ``--set section.key=value``.
+
+One config object drives every stage. Each stage hashes only the sections it reads, so changing
+``train.lr`` recomputes train and evaluate but never ingest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fame.config import ModelConfig, TrainConfig
+from pretrain.facets import FacetSpec
+from pretrain.train import PretrainConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the file and field."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class DataConfig(Strict):
+    """Where the raw files are and how to turn them into sequences."""
+
+    name: str = Field(description="dataset name; becomes part of artifact keys, never a raw path")
+    format: Literal["s3rec", "recbole", "amazon", "movielens", "table"]
+    dir: str = Field("", description="folder under data_dir (or absolute) holding the files")
+    interactions: str = Field(description="interaction file name inside `dir`")
+    items: str | None = Field(None, description="item metadata file name inside `dir` (optional)")
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    user_core: int = Field(0, ge=0, description="k-core: min interactions per user (0 = off)")
+    item_core: int = Field(0, ge=0, description="k-core: min interactions per item (0 = off)")
+    min_seq_len: int = Field(3, ge=3, description="users with fewer interactions are dropped")
+    dedup: Literal["none", "first", "last"] = Field(
+        "none", description="repeated (user, item) pairs: keep all, the first or the last"
+    )
+    min_rating: float | None = Field(None, description="drop interactions rated below this")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not NAME_RE.match(v):
+            raise ValueError(f"dataset name {v!r} must match {NAME_RE.pattern} (it is used in keys)")
+        return v
+
+
+class EncodeConfig(Strict):
+    model: str = Field("default", description="'default' (offline all-MiniLM-L6-v2), a model name or local dir")
+    template: str = Field("{title}", description="item text template over item fields")
+    batch_size: int = Field(64, gt=0)
+    max_length: int | None = None
+    device: str = "auto"
+
+
+class InitConfig(Strict):
+    method: Literal["random", "text", "facet_pretrain"] = "random"
+    freeze: bool = Field(False, description="keep the initial item embeddings fixed")
+
+
+class PathsConfig(Strict):
+    data_dir: str | None = Field(None, description="default: $FAME_DATA_DIR, else ../shared/data")
+    artifacts: str | None = Field(None, description="default: $FAME_HOME, else ./artifacts")
+
+
+class EvalConfig(Strict):
+    topk: int = Field(20, gt=0, description="length of the stored top-k list in `rankings`")
+    protocols: list[Literal["exclude_history", "keep_history"]] = Field(
+        default_factory=lambda: ["exclude_history", "keep_history"]
+    )
+
+
+class RunConfig(Strict):
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    facets: list[FacetSpec] = Field(default_factory=list)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    init: InitConfig = Field(default_factory=InitConfig)
+    evaluate: EvalConfig = Field(default_factory=EvalConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    # -- resolved locations -------------------------------------------------------------------
+    def data_dir(self) -> Path:
+        if self.paths.data_dir:
+            return Path(self.paths.data_dir).expanduser().resolve()
+        if env := os.environ.get("FAME_DATA_DIR"):
+            return Path(env).expanduser().resolve()
+        for candidate in (Path.cwd() / ".." / "shared" / "data", REPO_ROOT / ".." / "shared" / "data"):
+            if candidate.is_dir():
+                return candidate.resolve()
+        return (Path.cwd() / "data").resolve()
+
+    def dataset_dir(self) -> Path:
+        base = Path(self.data.dir).expanduser()
+        return base if base.is_absolute() else self.data_dir() / base
+
+    def artifacts_dir(self) -> Path:
+        if self.paths.artifacts:
+            return Path(self.paths.artifacts).expanduser().resolve()
+        return Path(os.environ.get("FAME_HOME", "artifacts")).expanduser().resolve()
+
+    def section(self, name: str) -> Any:
+        """A section as plain JSON-able data (what stage keys hash)."""
+        return self.model_dump(mode="json")[name]
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A config given as a path, or as a name looked up in ./configs then the repo's configs/."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.is_file():
+        return path.resolve()
+    stem = path.name if path.suffix != ".toml" else path.stem
+    if not NAME_RE.match(stem):
+        raise ConfigError(f"config name {str(name_or_path)!r} is not a valid name or existing file")
+    for base in (Path.cwd() / "configs", CONFIG_DIR):
+        if (candidate := base / f"{stem}.toml").is_file():
+            return candidate.resolve()
+    raise ConfigError(
+        f"config {str(name_or_path)!r} not found (looked for a file, ./configs/{stem}.toml and "
+        f"{CONFIG_DIR}/{stem}.toml)"
+    )
+
+
+def parse_value(raw: str) -> Any:
+    """Parse an override value as a TOML value, falling back to a bare string."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Apply dotted-key overrides (``train.lr=3e-4`` strings or a ``{"train.lr": 3e-4}`` dict)."""
+    if not overrides:
+        return data
+    items: list[tuple[str, Any]] = []
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        for text in overrides:
+            if "=" not in text:
+                raise ConfigError(f"override {text!r} must look like section.key=value")
+            key, raw = text.split("=", 1)
+            items.append((key.strip(), parse_value(raw.strip())))
+    for key, value in items:
+        parts = key.split(".")
+        node = data
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(
+    name_or_path: str | Path,
+    overrides: dict[str, Any] | list[str] | None = None,
+    data_dir: str | Path | None = None,
+) -> RunConfig:
+    """Load a TOML config, apply overrides and validate; errors name the file and field."""
+    path = resolve_config_path(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    data = apply_overrides(data, overrides)
+    if data_dir is not None:
+        data.setdefault("paths", {})["data_dir"] = str(data_dir)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{path}: invalid config"]
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from exc

@@ -1,0 +1,46 @@
+"""Human-readable summaries of catalog rows (the CLI and the Prefect flow print the same)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from storage import query
+
+METRIC_ORDER = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
+
+
+def metric_rows(root: Path, evaluate_key: str) -> list[dict]:
+    cols, rows = query(root, f"""
+        SELECT split, protocol, metric || coalesce('@' || k, '') AS name, value
+        FROM metrics WHERE artifact_key = '{evaluate_key}'
+        ORDER BY protocol, split DESC
+    """)
+    return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def pivot(rows: list[dict]) -> list[tuple[str, str, dict[str, float]]]:
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for r in rows:
+        out.setdefault((r["protocol"], r["split"]), {})[r["name"]] = r["value"]
+    return [(p, s, m) for (p, s), m in out.items()]
+
+
+def metrics_table(root: Path, evaluate_key: str) -> Table:
+    table = Table(title="metrics (full ranking)")
+    table.add_column("protocol")
+    table.add_column("split")
+    for name in METRIC_ORDER:
+        table.add_column(name, justify="right")
+    for protocol, split, m in pivot(metric_rows(root, evaluate_key)):
+        table.add_row(protocol, split, *(f"{m[n]:.4f}" if n in m else "-" for n in METRIC_ORDER))
+    return table
+
+
+def metrics_markdown(root: Path, evaluate_key: str) -> str:
+    lines = ["| protocol | split | " + " | ".join(METRIC_ORDER) + " |",
+             "|---|---|" + "---:|" * len(METRIC_ORDER)]
+    for protocol, split, m in pivot(metric_rows(root, evaluate_key)):
+        lines.append(f"| {protocol} | {split} | " + " | ".join(f"{m.get(n, float('nan')):.4f}" for n in METRIC_ORDER) + " |")
+    return "\n".join(lines)

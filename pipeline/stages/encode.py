@@ -1,0 +1,123 @@
+"""encode: item text -> frozen sentence-encoder vectors (``text_embeddings``), cached per text.
+
+The cache lives beside the artifacts, keyed by encoder name and the SHA-256 of each text, so a
+second run, or a run over a dataset that gained items, encodes only texts never seen before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.stages.base import StageOutput
+from pretrain.encoder import TextEncoder, validate_encoder
+from pretrain.text import render_texts, text_hash
+from storage.atomic import atomic_write_parquet
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunContext
+    from storage import Artifact
+
+NAME = "encode"
+VERSION = "1"
+log = logging.getLogger("fame")
+
+
+def upstream(cfg: RunConfig) -> list[str]:
+    return ["ingest"]
+
+
+def key_config(cfg: RunConfig) -> dict:
+    enc = cfg.section("encode")
+    return {"model": enc["model"], "template": enc["template"], "max_length": enc["max_length"]}
+
+
+def item_texts(items: pa.Table, template: str) -> tuple[np.ndarray, list[str]]:
+    """(item ids with text, their texts); items whose template renders empty are left out."""
+    texts = render_texts(items.to_pylist(), template)
+    keep = [i for i, t in enumerate(texts) if t]
+    ids = items["item_id"].to_numpy()[keep]
+    return ids, [texts[i] for i in keep]
+
+
+class EmbeddingCache:
+    """Vectors by (encoder, text hash) as Parquet files under ``<store>/_cache/text/<encoder>/``."""
+
+    def __init__(self, root, encoder_name: str):
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in encoder_name)[-40:]
+        digest = hashlib.sha256(encoder_name.encode()).hexdigest()[:10]
+        self.dir = root / "_cache" / "text" / f"{slug}-{digest}"
+
+    def lookup(self, hashes: list[str]) -> dict[str, np.ndarray]:
+        if not self.dir.is_dir() or not any(self.dir.glob("*.parquet")):
+            return {}
+        table = pq.read_table(self.dir)
+        wanted = pc.is_in(table["text_hash"], value_set=pa.array(sorted(set(hashes))))
+        table = table.filter(wanted)
+        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(table.num_rows, -1)
+        return dict(zip(table["text_hash"].to_pylist(), vectors, strict=True))
+
+    def add(self, hashes: list[str], vectors: np.ndarray) -> None:
+        if not hashes:
+            return
+        name = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
+        table = pa.table({"text_hash": hashes, "vector": _fixed_list(vectors)})
+        atomic_write_parquet(table, self.dir / f"{name}.parquet")
+
+
+def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+
+
+def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    enc_cfg = ctx.config.encode
+    validate_encoder(enc_cfg.model)
+    items = inputs["ingest"].table("items")
+    ids, texts = item_texts(items, enc_cfg.template)
+    missing = items.num_rows - len(ids)
+    if not texts:
+        raise PipelineError(
+            f"dataset {ctx.config.data.name!r}: no item has text for template {enc_cfg.template!r} "
+            f"(item fields: {', '.join(items.column_names)}); encode needs item text"
+        )
+    if missing:
+        log.warning("encode: %d of %d items have no text and are left out", missing, items.num_rows)
+    encoder = TextEncoder(enc_cfg.model, device=enc_cfg.device, batch_size=enc_cfg.batch_size,
+                          max_length=enc_cfg.max_length)
+    cache = EmbeddingCache(ctx.store.root, encoder.name)
+    hashes = [text_hash(t) for t in texts]
+    known = cache.lookup(hashes)
+    todo = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+    if todo:
+        new = encoder.encode([t for _, t in todo], progress=ctx.progress)
+        cache.add([h for h, _ in todo], new)
+        known.update(zip([h for h, _ in todo], new, strict=True))
+    vectors = np.stack([known[h] for h in hashes]).astype(np.float32)
+    table = pa.table({
+        "item_id": pa.array(ids, pa.int64()),
+        "encoder": pa.array([encoder.name] * len(ids), pa.string()),
+        "text": texts,
+        "text_hash": hashes,
+        "vector": _fixed_list(vectors),
+    })
+    return StageOutput(
+        tables={"text_embeddings": table},
+        meta={"encoder": encoder.name, "dim": int(vectors.shape[1]), "items_without_text": missing,
+              "encoded": len(todo), "cache_hits": len(set(hashes)) - len(todo)},
+    )
+
+
+def vectors_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, (n, D) float32 vectors) of an encode artifact."""
+    table = art.table("text_embeddings")
+    vec = table["vector"].combine_chunks()
+    return table["item_id"].to_numpy(), vec.flatten().to_numpy().reshape(table.num_rows, -1)

@@ -1,0 +1,85 @@
+"""evaluate: full-ranking HR/NDCG@k and MRR on valid and test, under both history protocols.
+
+``exclude_history`` (S3-Rec/ICLRec lineage, the default) and ``keep_history`` (RecBole's
+``repeatable``) give different numbers for the same model; both are cheap, so both are stored and
+every row says which one it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from fame.checkpoint import load_checkpoint
+from fame.evaluate import evaluate as evaluate_model
+from fame.trainer import resolve_device
+from pipeline.config import RunConfig
+from pipeline.stages.base import StageOutput
+from pipeline.stages.train import CHECKPOINT, split_data
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunContext
+    from storage import Artifact
+
+NAME = "evaluate"
+VERSION = "1"
+
+
+def upstream(cfg: RunConfig) -> list[str]:
+    return ["ingest", "train"]
+
+
+def key_config(cfg: RunConfig) -> dict:
+    return {"evaluate": cfg.section("evaluate"), "ks": list(cfg.train.ks)}
+
+
+def split_metric(name: str) -> tuple[str, int | None]:
+    """'ndcg@10' -> ('ndcg', 10); 'mrr' -> ('mrr', None)."""
+    m = re.fullmatch(r"([a-z_]+)@(\d+)", name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
+def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    cfg = ctx.config
+    ingest, train = inputs["ingest"], inputs["train"]
+    model, _extra = load_checkpoint(train.file(CHECKPOINT))
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    data = split_data(ingest.table("sequences"), ingest.rows["items"])
+    metric_rows, ranking_cols = [], {k: [] for k in ("split", "protocol", "user_id", "target_item", "rank", "topk")}
+    summary = {}
+    for protocol in cfg.evaluate.protocols:
+        tcfg = dataclasses.replace(cfg.train, exclude_history=protocol == "exclude_history")
+        for split in ("valid", "test"):
+            res = evaluate_model(model, data, split, tcfg, device, topk=cfg.evaluate.topk)
+            summary[f"{protocol}/{split}"] = res.metrics
+            for name, value in res.metrics.items():
+                metric, k = split_metric(name)
+                metric_rows.append({"run_id": ctx.run_id, "dataset": cfg.data.name, "model": cfg.model.name,
+                                    "init": cfg.init.method, "seed": cfg.train.seed, "train_key": train.key,
+                                    "split": split, "protocol": protocol, "metric": metric, "k": k,
+                                    "value": float(value)})
+            n = len(res.ranks)
+            target = data.valid if split == "valid" else data.test
+            ranking_cols["split"] += [split] * n
+            ranking_cols["protocol"] += [protocol] * n
+            ranking_cols["user_id"].append(data.user_ids)
+            ranking_cols["target_item"].append(target)
+            ranking_cols["rank"].append(np.asarray(res.ranks))
+            ranking_cols["topk"].append(np.asarray(res.topk_items))
+    topk = np.concatenate(ranking_cols["topk"]).astype(np.int64)
+    rankings = pa.table({
+        "run_id": pa.array([ctx.run_id] * len(topk), pa.string()),
+        "split": ranking_cols["split"],
+        "protocol": ranking_cols["protocol"],
+        "user_id": np.concatenate(ranking_cols["user_id"]),
+        "target_item": np.concatenate(ranking_cols["target_item"]),
+        "rank": np.concatenate(ranking_cols["rank"]).astype(np.int64),
+        "topk": pa.FixedSizeListArray.from_arrays(pa.array(topk.reshape(-1)), topk.shape[1]),
+    })
+    return StageOutput(tables={"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings},
+                       meta={"metrics": summary})

@@ -1,0 +1,91 @@
+"""pretrain: text vectors + facet labels -> facet-shaped initial item embeddings (FAME_SPEC §6).
+
+Writes ``item_embeddings`` (the full initial vector and one column per facet slice) and
+``facet_report`` (kNN label accuracy per facet for each slice, the raw text and a random
+projection), the check that each facet's sub-space holds that facet.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.stages.base import StageOutput
+from pipeline.stages.encode import _fixed_list, vectors_of
+from pretrain.facets import derive_labels, validate_facets
+from pretrain.train import initial_embeddings, knn_report, pretrain_facets
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunContext
+    from storage import Artifact
+
+NAME = "pretrain"
+VERSION = "1"
+log = logging.getLogger("fame")
+
+
+def upstream(cfg: RunConfig) -> list[str]:
+    return ["ingest", "encode"]
+
+
+def key_config(cfg: RunConfig) -> dict:
+    return {
+        "facets": cfg.section("facets"),
+        "pretrain": {k: v for k, v in cfg.section("pretrain").items() if k != "device"},
+        "d": cfg.model.d,
+        "heads": cfg.model.heads,
+        "init_std": cfg.model.init_std,
+    }
+
+
+def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
+    """Fail before heavy work: one facet per head, and facet fields that exist."""
+    if not cfg.facets:
+        raise PipelineError("pretrain needs [[facets]] in the config (one per model head)")
+    if len(cfg.facets) != cfg.model.heads:
+        raise PipelineError(
+            f"{len(cfg.facets)} facets declared ({', '.join(f.name for f in cfg.facets)}) but "
+            f"model.heads = {cfg.model.heads}: FAME pre-training needs one facet per head"
+        )
+    if item_fields is not None:
+        validate_facets(item_fields, cfg.facets)
+
+
+def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    cfg = ctx.config
+    items = inputs["ingest"].table("items")
+    precheck(cfg, items.column_names)
+    ids, text = vectors_of(inputs["encode"])
+    item_ids = items["item_id"].to_numpy()
+    columns = {c: items[c].to_pylist() for c in items.column_names}
+    labels_all = derive_labels(columns, cfg.facets)  # (H, n_items)
+    rows = np.searchsorted(item_ids, ids)  # item ids are sorted 1..n
+    labels = labels_all[:, rows]
+    d_prime = cfg.model.d // cfg.model.heads
+    result = pretrain_facets(text, labels, d_prime, cfg.pretrain, progress=ctx.progress)
+    init = initial_embeddings(result.z, cfg.model.init_std)
+    names = [f.name for f in cfg.facets]
+    table = {"item_id": pa.array(ids, pa.int64()), "vector": _fixed_list(init)}
+    for h, name in enumerate(names):
+        table[f"facet_{name}"] = _fixed_list(result.z[:, h, :])
+    report = knn_report(text, result.z, labels, names, k=cfg.pretrain.knn_k, seed=cfg.pretrain.seed)
+    for row in report:
+        log.info("facet_report %-12s %-22s acc=%.3f", row["facet"], row["representation"], row["accuracy"])
+    report_tbl = pa.Table.from_pylist([{"run_id": ctx.run_id, "dataset": cfg.data.name, **r} for r in report])
+    coverage = {n: int((labels[h] >= 0).sum()) for h, n in enumerate(names)}
+    return StageOutput(
+        tables={"item_embeddings": pa.table(table), "facet_report": report_tbl},
+        meta={"facets": names, "labelled_items": coverage, "pretrain_seconds": result.seconds,
+              "final_losses": result.losses[-len(names):] if result.losses else []},
+    )
+
+
+def embeddings_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, (n, d) initial vectors) of a pretrain artifact."""
+    table = art.table("item_embeddings")
+    return table["item_id"].to_numpy(), table["vector"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)

@@ -1,0 +1,125 @@
+"""train: sequences (+ initial embeddings) -> a FAME or SASRec checkpoint with early stopping.
+
+Training state lives in ``<store>/_work/train/<key>/`` (``last.pt`` after every epoch), so a
+killed run resumes from its last finished epoch when the same config is run again.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from fame.checkpoint import save_checkpoint
+from fame.data import SplitData
+from fame.model import SeqRecModel
+from fame.trainer import fit
+from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
+from pipeline.stages.base import StageOutput
+from pipeline.stages.encode import vectors_of
+from pipeline.stages.pretrain import embeddings_of
+from pretrain.train import plain_projection
+
+if TYPE_CHECKING:
+    from pipeline.runner import RunContext
+    from storage import Artifact
+
+NAME = "train"
+VERSION = "1"
+CHECKPOINT = "checkpoint"
+log = logging.getLogger("fame")
+# TrainConfig fields that change speed or reporting, not the trained weights.
+NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
+
+
+def upstream(cfg: RunConfig) -> list[str]:
+    extra = {"random": [], "text": ["encode"], "facet_pretrain": ["pretrain"]}[cfg.init.method]
+    return ["ingest", *extra]
+
+
+def key_config(cfg: RunConfig) -> dict:
+    train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
+    return {"model": cfg.section("model"), "train": train, "init": cfg.section("init")}
+
+
+def split_data(sequences: pa.Table, num_items: int) -> SplitData:
+    """The ``sequences`` table as the trainer's CSR arrays (no per-user Python loop)."""
+    train = sequences["train_items"].combine_chunks()
+    return SplitData(
+        user_ids=sequences["user_id"].to_numpy().astype(np.int64),
+        offsets=train.offsets.to_numpy().astype(np.int64) - int(train.offsets[0].as_py()),
+        items=pc.list_flatten(train).to_numpy().astype(np.int64),
+        valid=sequences["valid_item"].to_numpy().astype(np.int64),
+        test=sequences["test_item"].to_numpy().astype(np.int64),
+        num_items=num_items,
+    )
+
+
+def initial_table(cfg: RunConfig, inputs: dict[str, Artifact], num_items: int) -> torch.Tensor | None:
+    """The (num_items+1, d) initial E for init=text|facet_pretrain; items without text stay random."""
+    method = cfg.init.method
+    if method == "random":
+        return None
+    if method == "facet_pretrain":
+        ids, vec = embeddings_of(inputs["pretrain"])
+    else:
+        ids, text = vectors_of(inputs["encode"])
+        vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+    if vec.shape[1] != cfg.model.d:
+        raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    table = torch.randn(num_items + 1, cfg.model.d, generator=gen) * cfg.model.init_std
+    table[torch.as_tensor(ids)] = torch.as_tensor(vec, dtype=torch.float32)
+    table[0] = 0
+    return table
+
+
+def work_dir(ctx: RunContext) -> Path:
+    return ctx.store.root / "_work" / NAME / ctx.keys[NAME]
+
+
+def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    cfg = ctx.config
+    ingest = inputs["ingest"]
+    num_items = ingest.rows["items"]
+    data = split_data(ingest.table("sequences"), num_items)
+    torch.manual_seed(cfg.train.seed)
+    model = SeqRecModel(cfg.model, num_items)
+    if (init := initial_table(cfg, inputs, num_items)) is not None:
+        model.load_item_init(init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze)
+    result = fit(model, data, cfg.train, work_dir(ctx), progress=ctx.progress)
+    history = pa.Table.from_pylist([_flat(h) for h in result.history])
+    item_map = ingest.table("items").select(["item_id", "source_id"])
+
+    def files(tmp: Path) -> None:
+        save_checkpoint(tmp / CHECKPOINT, model, cfg.model, num_items,
+                        extra={"dataset": cfg.data.name, "train_key": ctx.keys[NAME],
+                               "best_epoch": result.best_epoch})
+
+        pq.write_table(item_map, tmp / CHECKPOINT / "item_map.parquet")
+
+    return StageOutput(
+        tables={"history": history},
+        files=files,
+        meta={"model": cfg.model.name, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+              "best_valid": result.best_valid, "train_seconds": result.seconds,
+              "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
+              "num_params": sum(p.numel() for p in model.parameters())},
+    )
+
+
+def _flat(row: dict) -> dict:
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, dict):
+            out.update({f"valid_{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,44 @@
+"""Shared fixtures: the real datasets under ../shared/data and a throwaway artifact store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("FAME_DATA_DIR")
+    return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = shared_data_dir()
+    if not (path / "ml-100k").is_dir():
+        pytest.fail(f"datasets not found at {path}; set FAME_DATA_DIR")
+    return path
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    return tmp_path / "artifacts"
+
+
+@pytest.fixture
+def make_config(data_dir: Path, artifacts: Path):
+    """load_config with the test's artifact root and the shared data dir."""
+    from pipeline.config import load_config
+
+    def make(name: str, overrides: dict | None = None, root: Path | None = None):
+        over = {"paths.artifacts": str(root or artifacts), **(overrides or {})}
+        return load_config(name, over, data_dir)
+
+    return make

@@ -1,0 +1,102 @@
+import json
+
+import pyarrow as pa
+import pytest
+
+from storage import ArtifactStore, CatalogError, query, refresh_catalog, stage_key
+from storage.atomic import atomic_dir
+
+
+def test_stage_key_is_deterministic_and_sensitive():
+    a = stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abc"}, "1")
+    assert a == stage_key("train", {"d": 64, "lr": 1e-3}, {"ingest": "abc"}, "1")  # key order irrelevant
+    assert a != stage_key("train", {"lr": 3e-4, "d": 64}, {"ingest": "abc"}, "1")
+    assert a != stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abd"}, "1")
+    assert a != stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abc"}, "2")
+
+
+def test_write_then_get_roundtrip(tmp_path):
+    store = ArtifactStore(tmp_path)
+    t = pa.table({"x": [1, 2, 3]})
+    art = store.write("ingest", "k1", tables={"items": t}, meta={"dataset": "toy"})
+    again = store.get("ingest", "k1")
+    assert again is not None and again.table("items").equals(t)
+    assert again.manifest["rows"] == {"items": 3}
+    assert again.manifest["schema"]["items"] == {"x": "int64"}
+    assert again.manifest["dataset"] == "toy"
+    assert art.path == again.path
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    store = ArtifactStore(tmp_path)
+
+    def boom(_tmp):
+        raise RuntimeError("killed mid-write")
+
+    with pytest.raises(RuntimeError):
+        store.write("ingest", "k1", tables={"items": pa.table({"x": [1]})}, files=boom)
+    assert store.get("ingest", "k1") is None
+    assert list((tmp_path / "ingest").iterdir()) == []  # no temp dir left either
+
+
+def test_atomic_dir_replaces_existing(tmp_path):
+    final = tmp_path / "a"
+    with atomic_dir(final) as tmp:
+        (tmp / "f").write_text("1")
+    with atomic_dir(final) as tmp:
+        (tmp / "f").write_text("2")
+    assert (final / "f").read_text() == "2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a"]
+
+
+def _store_with_runs(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.write("ingest", "0" * 16, tables={"items": pa.table({"item_id": [1, 2]})})
+    store.write("ingest", "1" * 16, tables={"items": pa.table({"item_id": [1, 2, 3]})})
+    store.record("stages", "r1__ingest", {"run_id": "r1", "stage": "ingest", "key": "1" * 16,
+                                          "status": "computed", "ended_at": 1.0})
+    store.record("stages", "r2__ingest", {"run_id": "r2", "stage": "ingest", "key": "0" * 16,
+                                          "status": "skipped", "ended_at": 2.0})
+    refresh_catalog(tmp_path)
+    return store
+
+
+def test_catalog_views_follow_latest_run(tmp_path):
+    _store_with_runs(tmp_path)
+    _, rows = query(tmp_path, "select count(*) from items")
+    assert rows == [(2,)]  # r2 (latest) used the 2-item artifact
+    _, rows = query(tmp_path, "select artifact_key, count(*) from items_all group by 1 order by 1")
+    assert rows == [("0" * 16, 2), ("1" * 16, 3)]
+    cols, rows = query(tmp_path, "select run_id, status from stages order by run_id")
+    assert cols == ["run_id", "status"] and rows == [("r1", "computed"), ("r2", "skipped")]
+
+
+@pytest.mark.parametrize("sql", [
+    "insert into items values (9)",
+    "create table t as select 1",
+    "copy (select 1) to 'out.csv'",
+    "drop view items",
+    "attach 'other.duckdb'",
+    "select 1; delete from items",
+])
+def test_writes_are_refused(tmp_path, sql):
+    _store_with_runs(tmp_path)
+    with pytest.raises(CatalogError, match="refused"):
+        query(tmp_path, sql)
+    assert not (tmp_path / "out.csv").exists()
+    _, rows = query(tmp_path, "select count(*) from items")
+    assert rows == [(2,)]
+
+
+def test_unknown_view_lists_available(tmp_path):
+    _store_with_runs(tmp_path)
+    with pytest.raises(CatalogError, match="available views: .*items"):
+        query(tmp_path, "select * from nope")
+
+
+def test_records_replace_atomically(tmp_path):
+    store = ArtifactStore(tmp_path)
+    store.record("runs", "r1", {"run_id": "r1", "status": "running"})
+    store.record("runs", "r1", {"run_id": "r1", "status": "completed"})
+    assert store.records("runs") == [{"run_id": "r1", "status": "completed"}]
+    assert json.loads(json.dumps(store.records("runs")))  # plain types
