@@ -23,10 +23,17 @@ data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch public ones."
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")]
-SetOpt = Annotated[list[str] | None, typer.Option("--set", "-s", help="override: section.key=value (repeatable)")]
+ConfigOpt = Annotated[
+    str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")
+]
+SetOpt = Annotated[
+    list[str] | None, typer.Option("--set", "-s", help="override: section.key=value (repeatable)")
+]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="folder holding the datasets")]
-ForceOpt = Annotated[list[str] | None, typer.Option("--force", "-f", help="stage to recompute even if cached (repeatable)")]
+ForceOpt = Annotated[
+    list[str] | None,
+    typer.Option("--force", "-f", help="stage to recompute even if cached (repeatable)"),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
 
@@ -67,19 +74,26 @@ def _print_stage_table(ctx) -> None:
         table.add_column(col)
     for res in ctx.results.values():
         rows = ", ".join(f"{k}={v}" for k, v in res.rows.items())
-        table.add_row(res.stage, "skipped" if res.skipped else "computed", f"{res.seconds:.2f}", res.key, rows)
+        table.add_row(
+            res.stage, "skipped" if res.skipped else "computed", f"{res.seconds:.2f}", res.key, rows
+        )
     Console().print(table)
     if "evaluate" in ctx.results:
         from pipeline.report import metrics_table
 
         Console().print(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
-    Console().print(f"catalog: {ctx.store.root / 'catalog.duckdb'}  (try: fame sql \"select * from stages\")")
+    Console().print(
+        f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
+    )
 
 
 @app.command()
 def run(
     config: ConfigOpt = "ml-100k",
-    stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages (default: all the config needs)")] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated subset of stages (default: all the config needs)"),
+    ] = None,
     force: ForceOpt = None,
     sets: SetOpt = None,
     data_dir: DataDirOpt = None,
@@ -108,7 +122,9 @@ def _stage_command(stage: str, doc: str):
             needed.append("evaluate")
         _run(config, sets, data_dir, needed, force, quiet)
 
-    command.__doc__ = doc + " Missing upstream artifacts are computed first; cached ones are reused."
+    command.__doc__ = (
+        doc + " Missing upstream artifacts are computed first; cached ones are reused."
+    )
     return command
 
 
@@ -126,12 +142,15 @@ for _name, _doc in {
 def sql(
     query: Annotated[str, typer.Argument(help="read-only SQL over the catalog views")],
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
-    artifacts: Annotated[Path | None, typer.Option(help="artifact root (default $FAME_HOME or ./artifacts)")] = None,
+    artifacts: Annotated[
+        Path | None, typer.Option(help="artifact root (default $FAME_HOME or ./artifacts)")
+    ] = None,
     limit: Annotated[int, typer.Option(help="max rows printed in table format (0 = all)")] = 200,
 ) -> None:
     """Query the catalog (read-only). Views: items, interactions, sequences, text_embeddings,
     item_embeddings, runs, stages, metrics, rankings, facet_report (+ <view>_all)."""
-    from storage import CatalogError, query as run_query
+    from storage import CatalogError
+    from storage import query as run_query
 
     root = artifacts or Path(os.environ.get("FAME_HOME", "artifacts"))
     if not root.is_dir():
@@ -142,7 +161,10 @@ def sql(
         _fail(exc)
         return
     if fmt == "json":
-        sys.stdout.write(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1) + "\n")
+        sys.stdout.write(
+            json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str, indent=1)
+            + "\n"
+        )
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
@@ -161,23 +183,65 @@ def sql(
         _fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
 
 
+@app.command()
+def recommend(
+    user: Annotated[str, typer.Option("--user", "-u", help="the user's id in the source data")],
+    k: Annotated[int, typer.Option("-k", help="number of items")] = 10,
+    explain: Annotated[bool, typer.Option(help="FAME: show the gate and per-head scores")] = False,
+    config: ConfigOpt = "ml-100k",
+    sets: SetOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Recommend the top-k unseen items for a user with the config's trained model."""
+    from pipeline.recommend import recommend as do_recommend
+    from pipeline.recommend import source_ids
+
+    cfg = _load(config, sets, data_dir)
+    try:
+        rec = do_recommend(cfg, user, k, explain)
+    except PipelineError as exc:
+        _fail(exc)
+        return
+    table = Table(title=f"top-{k} for user {user} ({cfg.data.name}, {cfg.model.name})")
+    for col in ("rank", "item_id", "source_id", "title", "score"):
+        table.add_column(col)
+    if rec.head_scores:
+        for h in range(len(rec.gate)):
+            table.add_column(f"head{h} (g={rec.gate[h]:.2f})")
+    for i, (item, src, title, score) in enumerate(
+        zip(rec.items, source_ids(cfg, rec.items), rec.titles, rec.scores, strict=True), 1
+    ):
+        extra = [f"{s:.3f}" for s in rec.head_scores[i - 1]] if rec.head_scores else []
+        table.add_row(str(i), str(item), src, title or "", f"{score:.3f}", *extra)
+    Console().print(table)
+
+
 @app.command("config")
-def show_config(config: ConfigOpt = "ml-100k", sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
+def show_config(
+    config: ConfigOpt = "ml-100k", sets: SetOpt = None, data_dir: DataDirOpt = None
+) -> None:
     """Print the fully resolved config (defaults filled in) as JSON, with stage keys."""
     from pipeline.runner import plan_keys
 
     cfg = _load(config, sets, data_dir)
     out = cfg.model_dump(mode="json")
-    out["_resolved"] = {"data_dir": str(cfg.dataset_dir()), "artifacts": str(cfg.artifacts_dir()),
-                        "keys": plan_keys(cfg)}
+    out["_resolved"] = {
+        "data_dir": str(cfg.dataset_dir()),
+        "artifacts": str(cfg.artifacts_dir()),
+        "keys": plan_keys(cfg),
+    }
     sys.stdout.write(json.dumps(out, indent=2) + "\n")
 
 
 @data_app.command("fetch")
 def data_fetch(
     name: Annotated[str, typer.Argument(help="dataset to download (ml-100k)")],
-    dest: Annotated[Path | None, typer.Option(help="data directory (default: $FAME_DATA_DIR or ./data)")] = None,
-    url: Annotated[str | None, typer.Option(help="override the download URL (mirrors, tests)")] = None,
+    dest: Annotated[
+        Path | None, typer.Option(help="data directory (default: $FAME_DATA_DIR or ./data)")
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option(help="override the download URL (mirrors, tests)")
+    ] = None,
 ) -> None:
     """Download a dataset from its official source (needs internet)."""
     from pipeline.fetch import fetch

@@ -15,8 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fame.config import ModelConfig, TrainConfig
-from pretrain.facets import FacetSpec
-from pretrain.train import PretrainConfig
+from pretrain.config import FacetSpec, PretrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -54,12 +53,16 @@ class DataConfig(Strict):
     @classmethod
     def _safe_name(cls, v: str) -> str:
         if not NAME_RE.match(v):
-            raise ValueError(f"dataset name {v!r} must match {NAME_RE.pattern} (it is used in keys)")
+            raise ValueError(
+                f"dataset name {v!r} must match {NAME_RE.pattern} (it is used in keys)"
+            )
         return v
 
 
 class EncodeConfig(Strict):
-    model: str = Field("default", description="'default' (offline all-MiniLM-L6-v2), a model name or local dir")
+    model: str = Field(
+        "default", description="'default' (offline all-MiniLM-L6-v2), a model name or local dir"
+    )
     template: str = Field("{title}", description="item text template over item fields")
     batch_size: int = Field(64, gt=0)
     max_length: int | None = None
@@ -100,7 +103,10 @@ class RunConfig(Strict):
             return Path(self.paths.data_dir).expanduser().resolve()
         if env := os.environ.get("FAME_DATA_DIR"):
             return Path(env).expanduser().resolve()
-        for candidate in (Path.cwd() / ".." / "shared" / "data", REPO_ROOT / ".." / "shared" / "data"):
+        for candidate in (
+            Path.cwd() / ".." / "shared" / "data",
+            REPO_ROOT / ".." / "shared" / "data",
+        ):
             if candidate.is_dir():
                 return candidate.resolve()
         return (Path.cwd() / "data").resolve()
@@ -144,7 +150,9 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
-def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+def apply_overrides(
+    data: dict[str, Any], overrides: dict[str, Any] | list[str] | None
+) -> dict[str, Any]:
     """Apply dotted-key overrides (``train.lr=3e-4`` strings or a ``{"train.lr": 3e-4}`` dict)."""
     if not overrides:
         return data

@@ -12,7 +12,9 @@ class PipelineError(RuntimeError):
 class IngestError(PipelineError):
     """Bad raw data: the message names the file, line and field."""
 
-    def __init__(self, file: str | Path, message: str, *, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, file: str | Path, message: str, *, line: int | None = None, field: str | None = None
+    ):
         self.file, self.line, self.field = str(file), line, field
         where = self.file + (f", line {line}" if line is not None else "")
         where += f", field {field!r}" if field else ""

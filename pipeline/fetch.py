@@ -28,8 +28,13 @@ def download(url: str, progress: bool = True, timeout: float = 60.0) -> bytes:
         with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http(s) only, checked by caller)
             total = int(resp.headers.get("Content-Length") or 0) or None
             buf = io.BytesIO()
-            with tqdm(total=total, unit="B", unit_scale=True, desc=url.rsplit("/", 1)[-1],
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                desc=url.rsplit("/", 1)[-1],
+                disable=not progress,
+            ) as bar:
                 while chunk := resp.read(1 << 16):
                     buf.write(chunk)
                     bar.update(len(chunk))
@@ -65,7 +70,9 @@ def _member(archive: zipfile.ZipFile, suffix: str) -> str:
 
 def _convert_ml100k(archive: zipfile.ZipFile, out: Path) -> None:
     """u.data/u.item/u.genre -> ml-100k.inter and ml-100k.item (RecBole atomic format)."""
-    genres = [line.split("|")[0] for line in _member(archive, "u.genre").splitlines() if line.strip()]
+    genres = [
+        line.split("|")[0] for line in _member(archive, "u.genre").splitlines() if line.strip()
+    ]
     inter = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
     for line in _member(archive, "u.data").splitlines():
         if line.strip():
@@ -78,7 +85,7 @@ def _convert_ml100k(archive: zipfile.ZipFile, out: Path) -> None:
         parts = line.split("|")
         title = re.sub(r"\s*\(\d{4}\)\s*$", "", parts[1]).replace("\t", " ")
         year = parts[2][-4:] if re.search(r"\d{4}$", parts[2]) else ""
-        flags = parts[5:5 + len(genres)]
+        flags = parts[5 : 5 + len(genres)]
         cls = " ".join(g for g, f in zip(genres, flags, strict=False) if f == "1")
         items.append(f"{parts[0]}\t{title}\t{year}\t{cls}")
     (out / "ml-100k.inter").write_text("\n".join(inter) + "\n")

@@ -34,7 +34,9 @@ TEXT_FIELDS = ("title", "description")
 
 @dataclass
 class RawData:
-    interactions: pa.Table  # user: string, item: string, timestamp: float64, rating: float64, ord: int64
+    interactions: (
+        pa.Table
+    )  # user: string, item: string, timestamp: float64, rating: float64, ord: int64
     items: pa.Table | None = None  # item: string + metadata fields
     strict_items: bool = False  # metadata naming items absent from the interactions is an error
     source_files: list[Path] = field(default_factory=list)
@@ -63,32 +65,41 @@ def to_number(col, file: Path, fld: str, kind: str, line_of=lambda i: i + 1) -> 
             raise IngestError(file, f"cannot convert to {kind}", field=fld) from None
         value = col[bad].as_py()
         raise IngestError(
-            file, f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}",
-            line=line_of(bad), field=fld,
+            file,
+            f"expected {'an integer' if kind == 'int' else 'a number'}, got {value!r}",
+            line=line_of(bad),
+            field=fld,
         ) from None
 
 
 def read_lines(path: Path, encoding: str = "utf8") -> pa.ChunkedArray:
     """The file's lines as a string column (index i = line i + 1; blank lines kept)."""
     opts = pacsv.ReadOptions(column_names=["line"], encoding=encoding, block_size=1 << 24)
-    parse = pacsv.ParseOptions(delimiter="\x1f", quote_char=False, escape_char=False,
-                               ignore_empty_lines=False)
+    parse = pacsv.ParseOptions(
+        delimiter="\x1f", quote_char=False, escape_char=False, ignore_empty_lines=False
+    )
     conv = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False)
     try:
-        return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)["line"]
+        return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)[
+            "line"
+        ]
     except pa.ArrowInvalid as exc:
         raise IngestError(path, f"unreadable: {exc}") from None
 
 
 def _interactions(user, item, ts, rating=None) -> pa.Table:
     n = len(user)
-    return pa.table({
-        "user": pc.cast(user, pa.string()),
-        "item": pc.cast(item, pa.string()),
-        "timestamp": pc.cast(ts, pa.float64()),
-        "rating": pc.cast(rating, pa.float64()) if rating is not None else pa.nulls(n, pa.float64()),
-        "ord": pa.array(np.arange(n, dtype=np.int64)),
-    })
+    return pa.table(
+        {
+            "user": pc.cast(user, pa.string()),
+            "item": pc.cast(item, pa.string()),
+            "timestamp": pc.cast(ts, pa.float64()),
+            "rating": pc.cast(rating, pa.float64())
+            if rating is not None
+            else pa.nulls(n, pa.float64()),
+            "ord": pa.array(np.arange(n, dtype=np.int64)),
+        }
+    )
 
 
 # -- (a) S3-Rec: "user item item ..." per line, line order is time order ---------------------
@@ -96,10 +107,14 @@ def read_s3rec(seq_file: Path, attr_file: Path | None) -> RawData:
     lines = read_lines(require_file(seq_file))
     tokens = pc.split_pattern_regex(pc.utf8_trim_whitespace(lines), r"\s+")
     lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
-    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0).to_numpy(zero_copy_only=False)
+    blank = pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(lines)), 0).to_numpy(
+        zero_copy_only=False
+    )
     short = np.flatnonzero((lengths < 2) & ~blank)
     if short.size:
-        raise IngestError(seq_file, "expected 'user_id item_id [item_id ...]'", line=int(short[0]) + 1)
+        raise IngestError(
+            seq_file, "expected 'user_id item_id [item_id ...]'", line=int(short[0]) + 1
+        )
     keep = np.flatnonzero(~blank)
     tokens = tokens.take(pa.array(keep))
     flat = pc.list_flatten(tokens)
@@ -107,8 +122,12 @@ def read_s3rec(seq_file: Path, attr_file: Path | None) -> RawData:
     bad = _first_bad(flat, r"^\d+$")
     if bad is not None:
         pos = bad - int(np.searchsorted(parent, parent[bad]))
-        raise IngestError(seq_file, f"non-integer id {flat[bad].as_py()!r}",
-                          line=int(keep[parent[bad]]) + 1, field="user_id" if pos == 0 else "item_id")
+        raise IngestError(
+            seq_file,
+            f"non-integer id {flat[bad].as_py()!r}",
+            line=int(keep[parent[bad]]) + 1,
+            field="user_id" if pos == 0 else "item_id",
+        )
     starts = np.concatenate([[0], np.cumsum(lengths[keep])[:-1]])
     is_user = np.zeros(len(flat), dtype=bool)
     is_user[starts] = True
@@ -116,12 +135,19 @@ def read_s3rec(seq_file: Path, attr_file: Path | None) -> RawData:
     users = flat_np[starts][parent[~is_user]]
     items = flat_np[~is_user]
     position = np.arange(len(flat)) - starts[parent]
-    inter = _interactions(pa.array(users), pa.array(items), pa.array((position[~is_user] - 1).astype(np.float64)))
+    inter = _interactions(
+        pa.array(users), pa.array(items), pa.array((position[~is_user] - 1).astype(np.float64))
+    )
     inter = inter.set_column(4, "ord", pa.array(np.flatnonzero(~is_user).astype(np.int64)))
     items_tbl = None
     if attr_file is not None:
         items_tbl = _read_attributes(require_file(attr_file))
-    return RawData(inter, items_tbl, strict_items=True, source_files=[seq_file, *([attr_file] if attr_file else [])])
+    return RawData(
+        inter,
+        items_tbl,
+        strict_items=True,
+        source_files=[seq_file, *([attr_file] if attr_file else [])],
+    )
 
 
 def _read_attributes(path: Path) -> pa.Table:
@@ -136,10 +162,12 @@ def _read_attributes(path: Path) -> pa.Table:
             raise IngestError(path, f"non-integer item id {key!r}", field="item_id")
         if not isinstance(value, list) or not all(isinstance(v, int) for v in value):
             raise IngestError(path, f"item {key}: attributes must be a list of integers", field=key)
-    return pa.table({
-        "item": pa.array(list(data.keys()), pa.string()),
-        "attributes": pa.array(list(data.values()), pa.list_(pa.int64())),
-    })
+    return pa.table(
+        {
+            "item": pa.array(list(data.keys()), pa.string()),
+            "attributes": pa.array(list(data.values()), pa.list_(pa.int64())),
+        }
+    )
 
 
 # -- (b) RecBole atomic files: tab separated, typed header "name:type" ------------------------
@@ -155,8 +183,12 @@ def read_atomic(path: Path) -> pa.Table:
     for col in header:
         name, _, typ = col.partition(":")
         if typ not in RECBOLE_TYPES:
-            raise IngestError(path, f"header column {col!r} needs a type (one of {sorted(RECBOLE_TYPES)})",
-                              line=1, field=name)
+            raise IngestError(
+                path,
+                f"header column {col!r} needs a type (one of {sorted(RECBOLE_TYPES)})",
+                line=1,
+                field=name,
+            )
         names.append(name)
         types.append(typ)
     opts = pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=1 << 24)
@@ -165,12 +197,16 @@ def read_atomic(path: Path) -> pa.Table:
     try:
         table = pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)
     except pa.ArrowInvalid as exc:
-        raise IngestError(path, f"malformed row: {exc}", line=_first_bad_width(path, len(names), "\t")) from None
+        raise IngestError(
+            path, f"malformed row: {exc}", line=_first_bad_width(path, len(names), "\t")
+        ) from None
     cols = {}
     for name, typ in zip(names, types, strict=True):
         col = table[name]
         if typ == "float":
-            col = to_number(pc.if_else(pc.equal(col, ""), None, col), path, name, "float", lambda i: i + 2)
+            col = to_number(
+                pc.if_else(pc.equal(col, ""), None, col), path, name, "float", lambda i: i + 2
+            )
         elif typ.endswith("_seq"):
             col = pc.split_pattern_regex(pc.utf8_trim_whitespace(col), r"\s+")
             if typ == "float_seq":
@@ -191,23 +227,32 @@ def _first_bad_width(path: Path, width: int, sep: str) -> int | None:
 def _require_cols(table: pa.Table, path: Path, cols: list[str]) -> None:
     for col in cols:
         if col not in table.column_names:
-            raise IngestError(path, f"missing column (has: {', '.join(table.column_names)})", field=col)
+            raise IngestError(
+                path, f"missing column (has: {', '.join(table.column_names)})", field=col
+            )
 
 
-def read_recbole(inter_file: Path, item_file: Path | None, user_col: str, item_col: str, time_col: str) -> RawData:
+def read_recbole(
+    inter_file: Path, item_file: Path | None, user_col: str, item_col: str, time_col: str
+) -> RawData:
     inter = read_atomic(inter_file)
     _require_cols(inter, inter_file, [user_col, item_col, time_col])
     rating = inter["rating"] if "rating" in inter.column_names else None
-    raw = RawData(_interactions(inter[user_col], inter[item_col], inter[time_col], rating),
-                  source_files=[inter_file])
+    raw = RawData(
+        _interactions(inter[user_col], inter[item_col], inter[time_col], rating),
+        source_files=[inter_file],
+    )
     if item_file is not None:
         items = read_atomic(item_file)
         _require_cols(items, item_file, [item_col])
-        items = items.rename_columns(["item" if c == item_col else CANONICAL.get(c, c) for c in items.column_names])
+        items = items.rename_columns(
+            ["item" if c == item_col else CANONICAL.get(c, c) for c in items.column_names]
+        )
         for name in TEXT_FIELDS:
             if name in items.column_names and pa.types.is_list(items[name].type):
-                items = items.set_column(items.column_names.index(name), name,
-                                         pc.binary_join(items[name], " "))
+                items = items.set_column(
+                    items.column_names.index(name), name, pc.binary_join(items[name], " ")
+                )
         raw.items, raw.source_files = _normalise_year(items, item_file), [inter_file, item_file]
     return raw
 
@@ -215,26 +260,41 @@ def read_recbole(inter_file: Path, item_file: Path | None, user_col: str, item_c
 def _normalise_year(items: pa.Table, path: Path) -> pa.Table:
     if "year" in items.column_names and pa.types.is_string(items["year"].type):
         year = pc.if_else(pc.match_substring_regex(items["year"], r"^\d{4}$"), items["year"], None)
-        items = items.set_column(items.column_names.index("year"), "year", pc.cast(year, pa.int64()))
+        items = items.set_column(
+            items.column_names.index("year"), "year", pc.cast(year, pa.int64())
+        )
     return items
 
 
 # -- (c) raw Amazon 2014: reviews_X_5.json(.gz) strict JSON, meta_X.json(.gz) Python literals ----
 def read_amazon(reviews_file: Path, meta_file: Path | None) -> RawData:
-    schema = pa.schema([("reviewerID", pa.string()), ("asin", pa.string()),
-                        ("unixReviewTime", pa.int64()), ("overall", pa.float64())])
+    schema = pa.schema(
+        [
+            ("reviewerID", pa.string()),
+            ("asin", pa.string()),
+            ("unixReviewTime", pa.int64()),
+            ("overall", pa.float64()),
+        ]
+    )
     try:
-        reviews = pajson.read_json(require_file(reviews_file),
-                                   parse_options=pajson.ParseOptions(explicit_schema=schema,
-                                                                     unexpected_field_behavior="ignore"))
+        reviews = pajson.read_json(
+            require_file(reviews_file),
+            parse_options=pajson.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
     except pa.ArrowInvalid as exc:
         raise IngestError(reviews_file, f"malformed JSON line: {exc}") from None
     for col in ("reviewerID", "asin", "unixReviewTime"):
         if reviews[col].null_count:
             row = int(np.flatnonzero(pc.is_null(reviews[col]).to_numpy(zero_copy_only=False))[0])
             raise IngestError(reviews_file, "missing field", line=row + 1, field=col)
-    raw = RawData(_interactions(reviews["reviewerID"], reviews["asin"], reviews["unixReviewTime"],
-                                reviews["overall"]), source_files=[reviews_file])
+    raw = RawData(
+        _interactions(
+            reviews["reviewerID"], reviews["asin"], reviews["unixReviewTime"], reviews["overall"]
+        ),
+        source_files=[reviews_file],
+    )
     if meta_file is not None:
         raw.items = _read_amazon_meta(require_file(meta_file))
         raw.source_files.append(meta_file)
@@ -243,7 +303,9 @@ def read_amazon(reviews_file: Path, meta_file: Path | None) -> RawData:
 
 def _read_amazon_meta(path: Path) -> pa.Table:
     opener = gzip.open if path.suffix == ".gz" else open
-    rows: dict[str, list] = {k: [] for k in ("item", "title", "brand", "categories", "price", "description")}
+    rows: dict[str, list] = {
+        k: [] for k in ("item", "title", "brand", "categories", "price", "description")
+    }
     with opener(path, "rt", encoding="utf8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -259,17 +321,30 @@ def _read_amazon_meta(path: Path) -> pa.Table:
             rows["item"].append(str(rec["asin"]))
             rows["title"].append(rec.get("title"))
             rows["brand"].append(rec.get("brand"))
-            rows["categories"].append([str(c) for c in cats[0]] if cats and isinstance(cats[0], list) else None)
+            rows["categories"].append(
+                [str(c) for c in cats[0]] if cats and isinstance(cats[0], list) else None
+            )
             rows["price"].append(float(price) if isinstance(price, int | float) else None)
             rows["description"].append(rec.get("description"))
-    return pa.table(rows, schema=pa.schema([
-        ("item", pa.string()), ("title", pa.string()), ("brand", pa.string()),
-        ("categories", pa.list_(pa.string())), ("price", pa.float64()), ("description", pa.string()),
-    ]))
+    return pa.table(
+        rows,
+        schema=pa.schema(
+            [
+                ("item", pa.string()),
+                ("title", pa.string()),
+                ("brand", pa.string()),
+                ("categories", pa.list_(pa.string())),
+                ("price", pa.float64()),
+                ("description", pa.string()),
+            ]
+        ),
+    )
 
 
 # -- (d) MovieLens ml-1m (.dat, "::") and ml-20m (.csv) -------------------------------------
-def _split_dat(path: Path, width: int, names: list[str], encoding: str) -> dict[str, pa.ChunkedArray]:
+def _split_dat(
+    path: Path, width: int, names: list[str], encoding: str
+) -> dict[str, pa.ChunkedArray]:
     lines = read_lines(require_file(path), encoding)
     parts = pc.split_pattern(lines, "::")
     bad = np.flatnonzero(pc.list_value_length(parts).to_numpy(zero_copy_only=False) != width)
@@ -281,29 +356,47 @@ def _split_dat(path: Path, width: int, names: list[str], encoding: str) -> dict[
 def _movies(ids, titles, genres, path: Path, sep: str) -> pa.Table:
     year = pc.struct_field(pc.extract_regex(titles, r"\((?P<year>\d{4})\)\s*$"), "year")
     title = pc.replace_substring_regex(titles, r"\s*\(\d{4}\)\s*$", "")
-    return pa.table({
-        "item": pc.cast(ids, pa.string()),
-        "title": title,
-        "year": pc.cast(pc.if_else(pc.is_valid(year), year, None), pa.int64()),
-        "genres": pc.split_pattern(genres, sep),
-    })
+    return pa.table(
+        {
+            "item": pc.cast(ids, pa.string()),
+            "title": title,
+            "year": pc.cast(pc.if_else(pc.is_valid(year), year, None), pa.int64()),
+            "genres": pc.split_pattern(genres, sep),
+        }
+    )
 
 
 def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
     if ratings_file.suffix == ".dat":
         cols = _split_dat(ratings_file, 4, ["user", "item", "rating", "ts"], "utf8")
     else:
-        table = pacsv.read_csv(require_file(ratings_file),
-                               convert_options=pacsv.ConvertOptions(column_types={
-                                   "userId": pa.string(), "movieId": pa.string(),
-                                   "rating": pa.string(), "timestamp": pa.string()}))
+        table = pacsv.read_csv(
+            require_file(ratings_file),
+            convert_options=pacsv.ConvertOptions(
+                column_types={
+                    "userId": pa.string(),
+                    "movieId": pa.string(),
+                    "rating": pa.string(),
+                    "timestamp": pa.string(),
+                }
+            ),
+        )
         _require_cols(table, ratings_file, ["userId", "movieId", "rating", "timestamp"])
-        cols = {"user": table["userId"], "item": table["movieId"], "rating": table["rating"], "ts": table["timestamp"]}
+        cols = {
+            "user": table["userId"],
+            "item": table["movieId"],
+            "rating": table["rating"],
+            "ts": table["timestamp"],
+        }
     line_of = (lambda i: i + 1) if ratings_file.suffix == ".dat" else (lambda i: i + 2)
-    num = {fld: to_number(cols[fld], ratings_file, fld, kind, line_of)
-           for fld, kind in (("user", "int"), ("item", "int"), ("ts", "int"), ("rating", "float"))}
-    raw = RawData(_interactions(num["user"], num["item"], num["ts"], num["rating"]),
-                  source_files=[ratings_file])
+    num = {
+        fld: to_number(cols[fld], ratings_file, fld, kind, line_of)
+        for fld, kind in (("user", "int"), ("item", "int"), ("ts", "int"), ("rating", "float"))
+    }
+    raw = RawData(
+        _interactions(num["user"], num["item"], num["ts"], num["rating"]),
+        source_files=[ratings_file],
+    )
     if movies_file is not None:
         if movies_file.suffix == ".dat":
             m = _split_dat(movies_file, 3, ["item", "title", "genres"], "latin-1")
@@ -327,7 +420,9 @@ def read_table_file(path: Path) -> pa.Table:
         raise IngestError(path, f"unreadable table: {exc}") from None
 
 
-def read_generic(inter_file: Path, item_file: Path | None, user_col: str, item_col: str, time_col: str) -> RawData:
+def read_generic(
+    inter_file: Path, item_file: Path | None, user_col: str, item_col: str, time_col: str
+) -> RawData:
     inter = read_table_file(inter_file)
     _require_cols(inter, inter_file, [user_col, item_col, time_col])
     ts = inter[time_col]
@@ -336,12 +431,17 @@ def read_generic(inter_file: Path, item_file: Path | None, user_col: str, item_c
     elif not (pa.types.is_integer(ts.type) or pa.types.is_floating(ts.type)):
         ts = to_number(pc.cast(ts, pa.string()), inter_file, time_col, "float", lambda i: i + 2)
     rating = inter["rating"] if "rating" in inter.column_names else None
-    raw = RawData(_interactions(inter[user_col], inter[item_col], ts, rating), source_files=[inter_file])
+    raw = RawData(
+        _interactions(inter[user_col], inter[item_col], ts, rating), source_files=[inter_file]
+    )
     if item_file is not None:
         items = read_table_file(item_file)
         _require_cols(items, item_file, [item_col])
-        raw.items = items.rename_columns(["item" if c == item_col else c for c in items.column_names])
-        raw.items = raw.items.set_column(raw.items.column_names.index("item"), "item",
-                                         pc.cast(raw.items["item"], pa.string()))
+        raw.items = items.rename_columns(
+            ["item" if c == item_col else c for c in items.column_names]
+        )
+        raw.items = raw.items.set_column(
+            raw.items.column_names.index("item"), "item", pc.cast(raw.items["item"], pa.string())
+        )
         raw.source_files.append(item_file)
     return raw

@@ -12,11 +12,14 @@ METRIC_ORDER = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
 
 
 def metric_rows(root: Path, evaluate_key: str) -> list[dict]:
-    cols, rows = query(root, f"""
+    cols, rows = query(
+        root,
+        f"""
         SELECT split, protocol, metric || coalesce('@' || k, '') AS name, value
         FROM metrics WHERE artifact_key = '{evaluate_key}'
         ORDER BY protocol, split DESC
-    """)
+    """,
+    )
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
 
@@ -39,8 +42,14 @@ def metrics_table(root: Path, evaluate_key: str) -> Table:
 
 
 def metrics_markdown(root: Path, evaluate_key: str) -> str:
-    lines = ["| protocol | split | " + " | ".join(METRIC_ORDER) + " |",
-             "|---|---|" + "---:|" * len(METRIC_ORDER)]
+    lines = [
+        "| protocol | split | " + " | ".join(METRIC_ORDER) + " |",
+        "|---|---|" + "---:|" * len(METRIC_ORDER),
+    ]
     for protocol, split, m in pivot(metric_rows(root, evaluate_key)):
-        lines.append(f"| {protocol} | {split} | " + " | ".join(f"{m.get(n, float('nan')):.4f}" for n in METRIC_ORDER) + " |")
+        lines.append(
+            f"| {protocol} | {split} | "
+            + " | ".join(f"{m.get(n, float('nan')):.4f}" for n in METRIC_ORDER)
+            + " |"
+        )
     return "\n".join(lines)

@@ -14,7 +14,6 @@ import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
@@ -111,8 +110,13 @@ def start_run(
     force = set(force)
     if unknown := force - set(ORDER):
         raise PipelineError(f"unknown stage(s) in force: {sorted(unknown)}; stages are {ORDER}")
-    ctx = RunContext(cfg, ArtifactStore(cfg.artifacts_dir()), run_id or new_run_id(),
-                     downstream_closure(force, cfg), progress)
+    ctx = RunContext(
+        cfg,
+        ArtifactStore(cfg.artifacts_dir()),
+        run_id or new_run_id(),
+        downstream_closure(force, cfg),
+        progress,
+    )
     ctx.keys = plan_keys(cfg)
     _record_run(ctx, "running", config_name=config_name)
     return ctx
@@ -123,21 +127,27 @@ def finish_run(ctx: RunContext, status: str, error: str | None = None) -> None:
     refresh_catalog(ctx.store.root)
 
 
-def _record_run(ctx: RunContext, status: str, error: str | None = None, config_name: str = "") -> None:
+def _record_run(
+    ctx: RunContext, status: str, error: str | None = None, config_name: str = ""
+) -> None:
     cfg = ctx.config
-    ctx.store.record("runs", ctx.run_id, {
-        "run_id": ctx.run_id,
-        "dataset": cfg.data.name,
-        "model": cfg.model.name,
-        "init": cfg.init.method,
-        "seed": cfg.train.seed,
-        "config": cfg.model_dump_json(),
-        "config_name": config_name or None,
-        "status": status,
-        "error": error,
-        "started_at": ctx.started_at,
-        "ended_at": None if status == "running" else time.time(),
-    })
+    ctx.store.record(
+        "runs",
+        ctx.run_id,
+        {
+            "run_id": ctx.run_id,
+            "dataset": cfg.data.name,
+            "model": cfg.model.name,
+            "init": cfg.init.method,
+            "seed": cfg.train.seed,
+            "config": cfg.model_dump_json(),
+            "config_name": config_name or None,
+            "status": status,
+            "error": error,
+            "started_at": ctx.started_at,
+            "ended_at": None if status == "running" else time.time(),
+        },
+    )
 
 
 def resolve(ctx: RunContext, stage: str) -> Artifact:
@@ -151,6 +161,23 @@ def resolve(ctx: RunContext, stage: str) -> Artifact:
             f"run it first, e.g. `fame run <config> --stages {stage}`"
         )
     return art
+
+
+def precheck(ctx: RunContext, stages: Iterable[str]) -> None:
+    """Cheap config checks of the given stages, before any heavy work starts.
+
+    Stages may define ``precheck(cfg, item_fields)``; ``item_fields`` are the ingested item
+    columns when an ingest artifact for this config exists, else None (config-only checks).
+    """
+    ingest_art = (
+        ctx.results["ingest"].artifact
+        if "ingest" in ctx.results
+        else ctx.store.get("ingest", ctx.keys["ingest"])
+    )
+    fields = list(ingest_art.manifest["schema"]["items"]) if ingest_art else None
+    for name in stages:
+        if check := getattr(STAGES[name], "precheck", None):
+            check(ctx.config, fields)
 
 
 def run_stage(ctx: RunContext, stage: str) -> StageResult:
@@ -179,30 +206,51 @@ def run_stage(ctx: RunContext, stage: str) -> StageResult:
             art = ctx.store.write(stage, key, tables=out.tables, files=out.files, meta=meta)
             result = StageResult(stage, key, False, time.perf_counter() - start, art)
     except Exception as exc:
-        _record_stage(ctx, stage, key, "failed", time.perf_counter() - start, began, {},
-                      f"{type(exc).__name__}: {exc}")
+        _record_stage(
+            ctx,
+            stage,
+            key,
+            "failed",
+            time.perf_counter() - start,
+            began,
+            {},
+            f"{type(exc).__name__}: {exc}",
+        )
         log.debug("stage %s failed:\n%s", stage, traceback.format_exc())
         raise
     ctx.results[stage] = result
-    _record_stage(ctx, stage, key, "skipped" if result.skipped else "computed", result.seconds,
-                  began, result.rows)
+    _record_stage(
+        ctx,
+        stage,
+        key,
+        "skipped" if result.skipped else "computed",
+        result.seconds,
+        began,
+        result.rows,
+    )
     refresh_catalog(ctx.store.root)
     return result
 
 
-def _record_stage(ctx, stage, key, status, seconds, began, rows: dict[str, int], error=None) -> None:
-    ctx.store.record("stages", f"{ctx.run_id}__{stage}", {
-        "run_id": ctx.run_id,
-        "stage": stage,
-        "key": key,
-        "status": status,
-        "seconds": round(seconds, 4),
-        "rows": int(sum(rows.values())),
-        "row_counts": str(rows),
-        "error": error,
-        "started_at": began,
-        "ended_at": time.time(),
-    })
+def _record_stage(
+    ctx, stage, key, status, seconds, began, rows: dict[str, int], error=None
+) -> None:
+    ctx.store.record(
+        "stages",
+        f"{ctx.run_id}__{stage}",
+        {
+            "run_id": ctx.run_id,
+            "stage": stage,
+            "key": key,
+            "status": status,
+            "seconds": round(seconds, 4),
+            "rows": int(sum(rows.values())),
+            "row_counts": str(rows),
+            "error": error,
+            "started_at": began,
+            "ended_at": time.time(),
+        },
+    )
 
 
 def run_pipeline(
@@ -220,11 +268,19 @@ def run_pipeline(
         raise PipelineError(f"unknown stage(s): {sorted(unknown)}; stages are {ORDER}")
     ctx = start_run(cfg, force=force, progress=progress, config_name=config_name, run_id=run_id)
     try:
+        precheck(ctx, wanted)
         for name in ORDER:
             if name in wanted:
                 res = run_stage(ctx, name)
-                log.info("%-9s %s in %.2fs (key %s)", name, "skipped" if res.skipped else "computed",
-                         res.seconds, res.key)
+                if name == "ingest":
+                    precheck(ctx, wanted)
+                log.info(
+                    "%-9s %s in %.2fs (key %s)",
+                    name,
+                    "skipped" if res.skipped else "computed",
+                    res.seconds,
+                    res.key,
+                )
     except BaseException as exc:
         finish_run(ctx, "failed", f"{type(exc).__name__}: {exc}")
         raise

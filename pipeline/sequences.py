@@ -58,7 +58,9 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
 
     if raw.items is not None:
         con.register("raw_items", raw.items)
-        dup = con.execute("SELECT item FROM raw_items GROUP BY item HAVING count(*) > 1 LIMIT 1").fetchall()
+        dup = con.execute(
+            "SELECT item FROM raw_items GROUP BY item HAVING count(*) > 1 LIMIT 1"
+        ).fetchall()
         meta_file = raw.source_files[-1] if len(raw.source_files) > 1 else first
         if dup:
             raise IngestError(meta_file, f"item {dup[0][0]!r} is described twice", field="item")
@@ -68,12 +70,17 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
             ).fetchall()
             if unknown:
                 shown = ", ".join(u[0] for u in unknown[:5])
-                raise IngestError(meta_file, f"names {len(unknown)} item(s) absent from the "
-                                  f"interactions, e.g. {shown}", field="item_id")
+                raise IngestError(
+                    meta_file,
+                    f"names {len(unknown)} item(s) absent from the interactions, e.g. {shown}",
+                    field="item_id",
+                )
 
     if min_rating is not None:
         con.execute("DELETE FROM inter WHERE rating IS NULL OR rating < ?", [min_rating])
-        stats["dropped_by_rating"] = stats["raw_interactions"] - _count(con, "SELECT count(*) FROM inter")
+        stats["dropped_by_rating"] = stats["raw_interactions"] - _count(
+            con, "SELECT count(*) FROM inter"
+        )
     if dedup != "none":
         direction = "ASC" if dedup == "first" else "DESC"
         before = _count(con, "SELECT count(*) FROM inter")
@@ -103,15 +110,18 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
     stats["filter_iterations"] = iterations
     stats["interactions"] = _count(con, "SELECT count(*) FROM inter")
     if stats["interactions"] == 0:
-        raise IngestError(first, f"no interactions left after filtering (min_seq_len={min_seq_len}, "
-                          f"user_core={user_core}, item_core={item_core}, min_rating={min_rating})")
+        raise IngestError(
+            first,
+            f"no interactions left after filtering (min_seq_len={min_seq_len}, "
+            f"user_core={user_core}, item_core={item_core}, min_rating={min_rating})",
+        )
 
     con.execute(f"""
-        CREATE TEMP TABLE umap AS SELECT user, row_number() OVER (ORDER BY {_id_order('user')}) AS user_id
+        CREATE TEMP TABLE umap AS SELECT user, row_number() OVER (ORDER BY {_id_order("user")}) AS user_id
         FROM (SELECT DISTINCT user FROM inter)
     """)
     con.execute(f"""
-        CREATE TEMP TABLE imap AS SELECT item, row_number() OVER (ORDER BY {_id_order('item')}) AS item_id
+        CREATE TEMP TABLE imap AS SELECT item, row_number() OVER (ORDER BY {_id_order("item")}) AS item_id
         FROM (SELECT DISTINCT item FROM inter)
     """)
     stats["users"] = _count(con, "SELECT count(*) FROM umap")

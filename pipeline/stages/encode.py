@@ -18,8 +18,6 @@ import pyarrow.parquet as pq
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
-from pretrain.encoder import TextEncoder, validate_encoder
-from pretrain.text import render_texts, text_hash
 from storage.atomic import atomic_write_parquet
 
 if TYPE_CHECKING:
@@ -40,8 +38,20 @@ def key_config(cfg: RunConfig) -> dict:
     return {"model": enc["model"], "template": enc["template"], "max_length": enc["max_length"]}
 
 
+def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
+    """An unknown encoder, or a template naming fields items do not have, fails before work."""
+    from pretrain.encoder import validate_encoder
+    from pretrain.text import render_texts
+
+    validate_encoder(cfg.encode.model)
+    if item_fields is not None:
+        render_texts([dict.fromkeys(item_fields)], cfg.encode.template)
+
+
 def item_texts(items: pa.Table, template: str) -> tuple[np.ndarray, list[str]]:
     """(item ids with text, their texts); items whose template renders empty are left out."""
+    from pretrain.text import render_texts
+
     texts = render_texts(items.to_pylist(), template)
     keep = [i for i, t in enumerate(texts) if t]
     ids = items["item_id"].to_numpy()[keep]
@@ -62,7 +72,9 @@ class EmbeddingCache:
         table = pq.read_table(self.dir)
         wanted = pc.is_in(table["text_hash"], value_set=pa.array(sorted(set(hashes))))
         table = table.filter(wanted)
-        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(table.num_rows, -1)
+        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(
+            table.num_rows, -1
+        )
         return dict(zip(table["text_hash"].to_pylist(), vectors, strict=True))
 
     def add(self, hashes: list[str], vectors: np.ndarray) -> None:
@@ -79,6 +91,10 @@ def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    # imported here: sentence-transformers costs seconds at start-up that other stages never need
+    from pretrain.encoder import TextEncoder, validate_encoder
+    from pretrain.text import text_hash
+
     enc_cfg = ctx.config.encode
     validate_encoder(enc_cfg.model)
     items = inputs["ingest"].table("items")
@@ -91,8 +107,12 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         )
     if missing:
         log.warning("encode: %d of %d items have no text and are left out", missing, items.num_rows)
-    encoder = TextEncoder(enc_cfg.model, device=enc_cfg.device, batch_size=enc_cfg.batch_size,
-                          max_length=enc_cfg.max_length)
+    encoder = TextEncoder(
+        enc_cfg.model,
+        device=enc_cfg.device,
+        batch_size=enc_cfg.batch_size,
+        max_length=enc_cfg.max_length,
+    )
     cache = EmbeddingCache(ctx.store.root, encoder.name)
     hashes = [text_hash(t) for t in texts]
     known = cache.lookup(hashes)
@@ -102,17 +122,24 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         cache.add([h for h, _ in todo], new)
         known.update(zip([h for h, _ in todo], new, strict=True))
     vectors = np.stack([known[h] for h in hashes]).astype(np.float32)
-    table = pa.table({
-        "item_id": pa.array(ids, pa.int64()),
-        "encoder": pa.array([encoder.name] * len(ids), pa.string()),
-        "text": texts,
-        "text_hash": hashes,
-        "vector": _fixed_list(vectors),
-    })
+    table = pa.table(
+        {
+            "item_id": pa.array(ids, pa.int64()),
+            "encoder": pa.array([encoder.name] * len(ids), pa.string()),
+            "text": texts,
+            "text_hash": hashes,
+            "vector": _fixed_list(vectors),
+        }
+    )
     return StageOutput(
         tables={"text_embeddings": table},
-        meta={"encoder": encoder.name, "dim": int(vectors.shape[1]), "items_without_text": missing,
-              "encoded": len(todo), "cache_hits": len(set(hashes)) - len(todo)},
+        meta={
+            "encoder": encoder.name,
+            "dim": int(vectors.shape[1]),
+            "items_without_text": missing,
+            "encoded": len(todo),
+            "cache_hits": len(set(hashes)) - len(todo),
+        },
     )
 
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-
 from fame.checkpoint import load_checkpoint
 from fame.evaluate import evaluate as evaluate_model
 from fame.trainer import resolve_device
+
 from pipeline.config import RunConfig
 from pipeline.stages.base import StageOutput
 from pipeline.stages.train import CHECKPOINT, split_data
@@ -50,7 +50,10 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     device = resolve_device(cfg.train.device)
     model.to(device)
     data = split_data(ingest.table("sequences"), ingest.rows["items"])
-    metric_rows, ranking_cols = [], {k: [] for k in ("split", "protocol", "user_id", "target_item", "rank", "topk")}
+    metric_rows, ranking_cols = (
+        [],
+        {k: [] for k in ("split", "protocol", "user_id", "target_item", "rank", "topk")},
+    )
     summary = {}
     for protocol in cfg.evaluate.protocols:
         tcfg = dataclasses.replace(cfg.train, exclude_history=protocol == "exclude_history")
@@ -59,10 +62,21 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             summary[f"{protocol}/{split}"] = res.metrics
             for name, value in res.metrics.items():
                 metric, k = split_metric(name)
-                metric_rows.append({"run_id": ctx.run_id, "dataset": cfg.data.name, "model": cfg.model.name,
-                                    "init": cfg.init.method, "seed": cfg.train.seed, "train_key": train.key,
-                                    "split": split, "protocol": protocol, "metric": metric, "k": k,
-                                    "value": float(value)})
+                metric_rows.append(
+                    {
+                        "run_id": ctx.run_id,
+                        "dataset": cfg.data.name,
+                        "model": cfg.model.name,
+                        "init": cfg.init.method,
+                        "seed": cfg.train.seed,
+                        "train_key": train.key,
+                        "split": split,
+                        "protocol": protocol,
+                        "metric": metric,
+                        "k": k,
+                        "value": float(value),
+                    }
+                )
             n = len(res.ranks)
             target = data.valid if split == "valid" else data.test
             ranking_cols["split"] += [split] * n
@@ -72,14 +86,18 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             ranking_cols["rank"].append(np.asarray(res.ranks))
             ranking_cols["topk"].append(np.asarray(res.topk_items))
     topk = np.concatenate(ranking_cols["topk"]).astype(np.int64)
-    rankings = pa.table({
-        "run_id": pa.array([ctx.run_id] * len(topk), pa.string()),
-        "split": ranking_cols["split"],
-        "protocol": ranking_cols["protocol"],
-        "user_id": np.concatenate(ranking_cols["user_id"]),
-        "target_item": np.concatenate(ranking_cols["target_item"]),
-        "rank": np.concatenate(ranking_cols["rank"]).astype(np.int64),
-        "topk": pa.FixedSizeListArray.from_arrays(pa.array(topk.reshape(-1)), topk.shape[1]),
-    })
-    return StageOutput(tables={"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings},
-                       meta={"metrics": summary})
+    rankings = pa.table(
+        {
+            "run_id": pa.array([ctx.run_id] * len(topk), pa.string()),
+            "split": ranking_cols["split"],
+            "protocol": ranking_cols["protocol"],
+            "user_id": np.concatenate(ranking_cols["user_id"]),
+            "target_item": np.concatenate(ranking_cols["target_item"]),
+            "rank": np.concatenate(ranking_cols["rank"]).astype(np.int64),
+            "topk": pa.FixedSizeListArray.from_arrays(pa.array(topk.reshape(-1)), topk.shape[1]),
+        }
+    )
+    return StageOutput(
+        tables={"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings},
+        meta={"metrics": summary},
+    )

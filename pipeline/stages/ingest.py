@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
-from pipeline.readers import RawData, read_amazon, read_generic, read_movielens, read_recbole, read_s3rec
+from pipeline.readers import (
+    RawData,
+    read_amazon,
+    read_generic,
+    read_movielens,
+    read_recbole,
+    read_s3rec,
+)
 from pipeline.sequences import prepare
 from pipeline.stages.base import StageOutput
 
@@ -36,8 +43,13 @@ def key_config(cfg: RunConfig) -> dict:
     prints = []
     for path in source_files(cfg):
         st = path.stat() if path.is_file() else None
-        prints.append({"name": path.name, "size": st.st_size if st else None,
-                       "mtime_ns": st.st_mtime_ns if st else None})
+        prints.append(
+            {
+                "name": path.name,
+                "size": st.st_size if st else None,
+                "mtime_ns": st.st_mtime_ns if st else None,
+            }
+        )
     section = cfg.section("data")
     section.pop("dir", None)
     return {"data": section, "files": prints}
@@ -62,10 +74,19 @@ def read_raw(cfg: RunConfig) -> RawData:
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     d = ctx.config.data
-    prepared = prepare(read_raw(ctx.config), user_core=d.user_core, item_core=d.item_core,
-                       min_seq_len=d.min_seq_len, dedup=d.dedup, min_rating=d.min_rating)
+    prepared = prepare(
+        read_raw(ctx.config),
+        user_core=d.user_core,
+        item_core=d.item_core,
+        min_seq_len=d.min_seq_len,
+        dedup=d.dedup,
+        min_rating=d.min_rating,
+    )
     return StageOutput(
-        tables={"items": prepared.items, "interactions": prepared.interactions,
-                "sequences": prepared.sequences},
+        tables={
+            "items": prepared.items,
+            "interactions": prepared.interactions,
+            "sequences": prepared.sequences,
+        },
         meta={"stats": prepared.stats},
     )

@@ -17,8 +17,6 @@ from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
 from pipeline.stages.encode import _fixed_list, vectors_of
-from pretrain.facets import derive_labels, validate_facets
-from pretrain.train import initial_embeddings, knn_report, pretrain_facets
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -53,10 +51,15 @@ def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
             f"model.heads = {cfg.model.heads}: FAME pre-training needs one facet per head"
         )
     if item_fields is not None:
+        from pretrain.facets import validate_facets
+
         validate_facets(item_fields, cfg.facets)
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    from pretrain.facets import derive_labels
+    from pretrain.train import initial_embeddings, knn_report, pretrain_facets
+
     cfg = ctx.config
     items = inputs["ingest"].table("items")
     precheck(cfg, items.column_names)
@@ -75,17 +78,30 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         table[f"facet_{name}"] = _fixed_list(result.z[:, h, :])
     report = knn_report(text, result.z, labels, names, k=cfg.pretrain.knn_k, seed=cfg.pretrain.seed)
     for row in report:
-        log.info("facet_report %-12s %-22s acc=%.3f", row["facet"], row["representation"], row["accuracy"])
-    report_tbl = pa.Table.from_pylist([{"run_id": ctx.run_id, "dataset": cfg.data.name, **r} for r in report])
+        log.info(
+            "facet_report %-12s %-22s acc=%.3f",
+            row["facet"],
+            row["representation"],
+            row["accuracy"],
+        )
+    report_tbl = pa.Table.from_pylist(
+        [{"run_id": ctx.run_id, "dataset": cfg.data.name, **r} for r in report]
+    )
     coverage = {n: int((labels[h] >= 0).sum()) for h, n in enumerate(names)}
     return StageOutput(
         tables={"item_embeddings": pa.table(table), "facet_report": report_tbl},
-        meta={"facets": names, "labelled_items": coverage, "pretrain_seconds": result.seconds,
-              "final_losses": result.losses[-len(names):] if result.losses else []},
+        meta={
+            "facets": names,
+            "labelled_items": coverage,
+            "pretrain_seconds": result.seconds,
+            "final_losses": result.losses[-len(names) :] if result.losses else [],
+        },
     )
 
 
 def embeddings_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, (n, d) initial vectors) of a pretrain artifact."""
     table = art.table("item_embeddings")
-    return table["item_id"].to_numpy(), table["vector"].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+    return table["item_id"].to_numpy(), table[
+        "vector"
+    ].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)

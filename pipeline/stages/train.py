@@ -25,7 +25,6 @@ from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
 from pipeline.stages.encode import vectors_of
 from pipeline.stages.pretrain import embeddings_of
-from pretrain.train import plain_projection
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -62,7 +61,9 @@ def split_data(sequences: pa.Table, num_items: int) -> SplitData:
     )
 
 
-def initial_table(cfg: RunConfig, inputs: dict[str, Artifact], num_items: int) -> torch.Tensor | None:
+def initial_table(
+    cfg: RunConfig, inputs: dict[str, Artifact], num_items: int
+) -> torch.Tensor | None:
     """The (num_items+1, d) initial E for init=text|facet_pretrain; items without text stay random."""
     method = cfg.init.method
     if method == "random":
@@ -70,6 +71,8 @@ def initial_table(cfg: RunConfig, inputs: dict[str, Artifact], num_items: int) -
     if method == "facet_pretrain":
         ids, vec = embeddings_of(inputs["pretrain"])
     else:
+        from pretrain.train import plain_projection
+
         ids, text = vectors_of(inputs["encode"])
         vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
     if vec.shape[1] != cfg.model.d:
@@ -93,25 +96,41 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     torch.manual_seed(cfg.train.seed)
     model = SeqRecModel(cfg.model, num_items)
     if (init := initial_table(cfg, inputs, num_items)) is not None:
-        model.load_item_init(init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze)
+        model.load_item_init(
+            init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
+        )
     result = fit(model, data, cfg.train, work_dir(ctx), progress=ctx.progress)
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])
 
     def files(tmp: Path) -> None:
-        save_checkpoint(tmp / CHECKPOINT, model, cfg.model, num_items,
-                        extra={"dataset": cfg.data.name, "train_key": ctx.keys[NAME],
-                               "best_epoch": result.best_epoch})
+        save_checkpoint(
+            tmp / CHECKPOINT,
+            model,
+            cfg.model,
+            num_items,
+            extra={
+                "dataset": cfg.data.name,
+                "train_key": ctx.keys[NAME],
+                "best_epoch": result.best_epoch,
+            },
+        )
 
         pq.write_table(item_map, tmp / CHECKPOINT / "item_map.parquet")
 
     return StageOutput(
         tables={"history": history},
         files=files,
-        meta={"model": cfg.model.name, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-              "best_valid": result.best_valid, "train_seconds": result.seconds,
-              "stopped_early": result.stopped_early, "resumed_from": result.resumed_from,
-              "num_params": sum(p.numel() for p in model.parameters())},
+        meta={
+            "model": cfg.model.name,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "best_valid": result.best_valid,
+            "train_seconds": result.seconds,
+            "stopped_early": result.stopped_early,
+            "resumed_from": result.resumed_from,
+            "num_params": sum(p.numel() for p in model.parameters()),
+        },
     )
 
 

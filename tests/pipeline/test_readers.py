@@ -14,7 +14,9 @@ from pipeline.sequences import prepare
 
 def _rows(raw):
     t = raw.interactions
-    return list(zip(t["user"].to_pylist(), t["item"].to_pylist(), t["timestamp"].to_pylist(), strict=True))
+    return list(
+        zip(t["user"].to_pylist(), t["item"].to_pylist(), t["timestamp"].to_pylist(), strict=True)
+    )
 
 
 def test_s3rec_positions_are_time(tmp_path):
@@ -25,11 +27,14 @@ def test_s3rec_positions_are_time(tmp_path):
     assert raw.items.to_pylist()[1] == {"item": "6", "attributes": [1, 2]}
 
 
-@pytest.mark.parametrize(("text", "line", "field", "msg"), [
-    ("1 2 3\n2 x 4\n", 2, "item_id", "non-integer id 'x'"),
-    ("1 2 3\nu7 2 4\n", 2, "user_id", "non-integer id 'u7'"),
-    ("1 2 3\n\n5\n", 3, None, "expected 'user_id item_id"),
-])
+@pytest.mark.parametrize(
+    ("text", "line", "field", "msg"),
+    [
+        ("1 2 3\n2 x 4\n", 2, "item_id", "non-integer id 'x'"),
+        ("1 2 3\nu7 2 4\n", 2, "user_id", "non-integer id 'u7'"),
+        ("1 2 3\n\n5\n", 3, None, "expected 'user_id item_id"),
+    ],
+)
 def test_s3rec_errors_name_line_and_field(tmp_path, text, line, field, msg):
     (tmp_path / "X.txt").write_text(text)
     with pytest.raises(IngestError, match=msg) as exc:
@@ -47,15 +52,23 @@ def test_s3rec_attributes_naming_unknown_items(tmp_path):
 
 
 def test_recbole_typed_header(tmp_path):
-    (tmp_path / "d.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                      "u1\ti1\t4\t10\nu1\ti2\t5\t5\n")
-    (tmp_path / "d.item").write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
-                                     "i1\tToy Story\t1995\tAnimation Comedy\ni2\tHeat\t\tAction\n")
+    (tmp_path / "d.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\nu1\ti1\t4\t10\nu1\ti2\t5\t5\n"
+    )
+    (tmp_path / "d.item").write_text(
+        "item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+        "i1\tToy Story\t1995\tAnimation Comedy\ni2\tHeat\t\tAction\n"
+    )
     raw = read_recbole(tmp_path / "d.inter", tmp_path / "d.item", "user_id", "item_id", "timestamp")
     assert _rows(raw) == [("u1", "i1", 10.0), ("u1", "i2", 5.0)]
     assert raw.interactions["rating"].to_pylist() == [4.0, 5.0]
     items = raw.items.to_pylist()
-    assert items[0] == {"item": "i1", "title": "Toy Story", "year": 1995, "genres": ["Animation", "Comedy"]}
+    assert items[0] == {
+        "item": "i1",
+        "title": "Toy Story",
+        "year": 1995,
+        "genres": ["Animation", "Comedy"],
+    }
     assert items[1]["year"] is None
 
 
@@ -83,14 +96,38 @@ def test_amazon_raw_with_python_literal_meta(tmp_path):
     reviews = tmp_path / "reviews_X_5.json.gz"
     with gzip.open(reviews, "wt") as fh:
         for u, i, t in [("A", "p1", 3), ("A", "p2", 1), ("B", "p1", 2)]:
-            fh.write(json.dumps({"reviewerID": u, "asin": i, "unixReviewTime": t, "overall": 5.0,
-                                 "reviewText": "nice"}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "reviewerID": u,
+                        "asin": i,
+                        "unixReviewTime": t,
+                        "overall": 5.0,
+                        "reviewText": "nice",
+                    }
+                )
+                + "\n"
+            )
     meta = tmp_path / "meta_X.json.gz"
     with gzip.open(meta, "wt") as fh:
-        fh.write(repr({"asin": "p1", "title": "Lip 'Gloss'", "brand": "B1", "price": 3.5,
-                       "categories": [["Beauty", "Makeup", "Lips"]]}) + "\n")
-        fh.write(repr({"asin": "p2", "categories": [["Beauty", "Skin"]], "description": "x"}) + "\n")
-        fh.write(repr({"asin": "p3", "title": "__import__('os')"}) + "\n")  # a string, never evaluated
+        fh.write(
+            repr(
+                {
+                    "asin": "p1",
+                    "title": "Lip 'Gloss'",
+                    "brand": "B1",
+                    "price": 3.5,
+                    "categories": [["Beauty", "Makeup", "Lips"]],
+                }
+            )
+            + "\n"
+        )
+        fh.write(
+            repr({"asin": "p2", "categories": [["Beauty", "Skin"]], "description": "x"}) + "\n"
+        )
+        fh.write(
+            repr({"asin": "p3", "title": "__import__('os')"}) + "\n"
+        )  # a string, never evaluated
     raw = read_amazon(reviews, meta)
     assert _rows(raw) == [("A", "p1", 3.0), ("A", "p2", 1.0), ("B", "p1", 2.0)]
     items = {r["item"]: r for r in raw.items.to_pylist()}
@@ -110,8 +147,12 @@ def test_amazon_meta_rejects_code(tmp_path):
 
 def test_amazon_missing_field(tmp_path):
     reviews = tmp_path / "r.json"
-    reviews.write_text(json.dumps({"reviewerID": "A", "asin": "p1", "unixReviewTime": 1}) + "\n"
-                       + json.dumps({"reviewerID": "A", "unixReviewTime": 2}) + "\n")
+    reviews.write_text(
+        json.dumps({"reviewerID": "A", "asin": "p1", "unixReviewTime": 1})
+        + "\n"
+        + json.dumps({"reviewerID": "A", "unixReviewTime": 2})
+        + "\n"
+    )
     with pytest.raises(IngestError, match="missing field") as exc:
         read_amazon(reviews, None)
     assert exc.value.line == 2 and exc.value.field == "asin"
@@ -119,13 +160,24 @@ def test_amazon_missing_field(tmp_path):
 
 def test_movielens_dat_and_csv_agree(tmp_path):
     (tmp_path / "ratings.dat").write_text("1::10::5::100\n1::20::3::90\n2::10::4::50\n")
-    (tmp_path / "movies.dat").write_bytes("10::Amélie (2001)::Comedy|Romance\n20::Heat (1995)::Action\n".encode("latin-1"))
-    (tmp_path / "ratings.csv").write_text("userId,movieId,rating,timestamp\n1,10,5,100\n1,20,3,90\n2,10,4,50\n")
-    (tmp_path / "movies.csv").write_text('movieId,title,genres\n10,"Amélie (2001)",Comedy|Romance\n20,Heat (1995),Action\n')
+    (tmp_path / "movies.dat").write_bytes(
+        "10::Amélie (2001)::Comedy|Romance\n20::Heat (1995)::Action\n".encode("latin-1")
+    )
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,10,5,100\n1,20,3,90\n2,10,4,50\n"
+    )
+    (tmp_path / "movies.csv").write_text(
+        'movieId,title,genres\n10,"Amélie (2001)",Comedy|Romance\n20,Heat (1995),Action\n'
+    )
     dat = read_movielens(tmp_path / "ratings.dat", tmp_path / "movies.dat")
     csv = read_movielens(tmp_path / "ratings.csv", tmp_path / "movies.csv")
     assert _rows(dat) == _rows(csv) == [("1", "10", 100.0), ("1", "20", 90.0), ("2", "10", 50.0)]
-    assert dat.items.to_pylist()[0] == {"item": "10", "title": "Amélie", "year": 2001, "genres": ["Comedy", "Romance"]}
+    assert dat.items.to_pylist()[0] == {
+        "item": "10",
+        "title": "Amélie",
+        "year": 2001,
+        "genres": ["Comedy", "Romance"],
+    }
     assert dat.items.to_pylist() == csv.items.to_pylist()
 
 

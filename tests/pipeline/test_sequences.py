@@ -15,10 +15,18 @@ from pipeline.sequences import prepare
 def _raw(rows):
     users, items, ts = zip(*rows, strict=True)
     n = len(rows)
-    return RawData(pa.table({
-        "user": list(users), "item": list(items), "timestamp": [float(t) for t in ts],
-        "rating": pa.nulls(n, pa.float64()), "ord": np.arange(n, dtype=np.int64),
-    }), source_files=[])
+    return RawData(
+        pa.table(
+            {
+                "user": list(users),
+                "item": list(items),
+                "timestamp": [float(t) for t in ts],
+                "rating": pa.nulls(n, pa.float64()),
+                "ord": np.arange(n, dtype=np.int64),
+            }
+        ),
+        source_files=[],
+    )
 
 
 def naive(rows, user_core, item_core, min_len, dedup):
@@ -50,13 +58,21 @@ def naive(rows, user_core, item_core, min_len, dedup):
 
 
 @pytest.mark.parametrize("seed", range(6))
-@pytest.mark.parametrize(("user_core", "item_core", "dedup"), [(0, 0, "none"), (5, 5, "none"), (3, 4, "first"), (4, 3, "last")])
+@pytest.mark.parametrize(
+    ("user_core", "item_core", "dedup"),
+    [(0, 0, "none"), (5, 5, "none"), (3, 4, "first"), (4, 3, "last")],
+)
 def test_prepare_matches_naive_reference(seed, user_core, item_core, dedup):
     rng = random.Random(seed)
-    rows = [(str(rng.randint(1, 40)), str(rng.randint(1, 30)), rng.randint(0, 20)) for _ in range(600)]
+    rows = [
+        (str(rng.randint(1, 40)), str(rng.randint(1, 30)), rng.randint(0, 20)) for _ in range(600)
+    ]
     expected, n = naive(rows, user_core, item_core, 3, dedup)
     out = prepare(_raw(rows), user_core=user_core, item_core=item_core, dedup=dedup)
-    got = {r["user_id"]: (r["train_items"], r["valid_item"], r["test_item"]) for r in out.sequences.to_pylist()}
+    got = {
+        r["user_id"]: (r["train_items"], r["valid_item"], r["test_item"])
+        for r in out.sequences.to_pylist()
+    }
     assert got == expected
     assert out.interactions.num_rows == n == out.stats["interactions"]
     assert out.stats["users"] == len(expected)

@@ -9,7 +9,9 @@ from storage.atomic import atomic_dir
 
 def test_stage_key_is_deterministic_and_sensitive():
     a = stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abc"}, "1")
-    assert a == stage_key("train", {"d": 64, "lr": 1e-3}, {"ingest": "abc"}, "1")  # key order irrelevant
+    assert a == stage_key(
+        "train", {"d": 64, "lr": 1e-3}, {"ingest": "abc"}, "1"
+    )  # key order irrelevant
     assert a != stage_key("train", {"lr": 3e-4, "d": 64}, {"ingest": "abc"}, "1")
     assert a != stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abd"}, "1")
     assert a != stage_key("train", {"lr": 1e-3, "d": 64}, {"ingest": "abc"}, "2")
@@ -53,10 +55,16 @@ def _store_with_runs(tmp_path):
     store = ArtifactStore(tmp_path)
     store.write("ingest", "0" * 16, tables={"items": pa.table({"item_id": [1, 2]})})
     store.write("ingest", "1" * 16, tables={"items": pa.table({"item_id": [1, 2, 3]})})
-    store.record("stages", "r1__ingest", {"run_id": "r1", "stage": "ingest", "key": "1" * 16,
-                                          "status": "computed", "ended_at": 1.0})
-    store.record("stages", "r2__ingest", {"run_id": "r2", "stage": "ingest", "key": "0" * 16,
-                                          "status": "skipped", "ended_at": 2.0})
+    store.record(
+        "stages",
+        "r1__ingest",
+        {"run_id": "r1", "stage": "ingest", "key": "1" * 16, "status": "computed", "ended_at": 1.0},
+    )
+    store.record(
+        "stages",
+        "r2__ingest",
+        {"run_id": "r2", "stage": "ingest", "key": "0" * 16, "status": "skipped", "ended_at": 2.0},
+    )
     refresh_catalog(tmp_path)
     return store
 
@@ -71,14 +79,17 @@ def test_catalog_views_follow_latest_run(tmp_path):
     assert cols == ["run_id", "status"] and rows == [("r1", "computed"), ("r2", "skipped")]
 
 
-@pytest.mark.parametrize("sql", [
-    "insert into items values (9)",
-    "create table t as select 1",
-    "copy (select 1) to 'out.csv'",
-    "drop view items",
-    "attach 'other.duckdb'",
-    "select 1; delete from items",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "insert into items values (9)",
+        "create table t as select 1",
+        "copy (select 1) to 'out.csv'",
+        "drop view items",
+        "attach 'other.duckdb'",
+        "select 1; delete from items",
+    ],
+)
 def test_writes_are_refused(tmp_path, sql):
     _store_with_runs(tmp_path)
     with pytest.raises(CatalogError, match="refused"):

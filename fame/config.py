@@ -1,0 +1,77 @@
+"""Typed model and training configs (pydantic dataclasses: validated when loaded from TOML)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, model_validator
+from pydantic.dataclasses import dataclass
+
+STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass(config=STRICT)
+class ModelConfig:
+    """FAME_SPEC §1-3. ``sasrec`` is the same backbone with a standard last block."""
+
+    name: Literal["fame", "sasrec"] = "fame"
+    d: int = 64  # hidden size
+    heads: int = 4  # H
+    experts: int = 4  # N experts per head (1 = FAME without MoE)
+    blocks: int = 2  # B: B-1 standard blocks + the last block
+    max_len: int = 50  # L
+    dropout: float = 0.5
+    gate: bool = True  # False: FAME without gate (mean of heads)
+    init_std: float = 0.02
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.d % self.heads:
+            raise ValueError(f"model.d = {self.d} must be divisible by model.heads = {self.heads}")
+        if min(self.d, self.heads, self.experts, self.blocks, self.max_len) < 1:
+            raise ValueError("model.d, heads, experts, blocks and max_len must be >= 1")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout = {self.dropout} must be in [0, 1)")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.d // self.heads
+
+
+@dataclass(config=STRICT)
+class TrainConfig:
+    """FAME_SPEC §4-5: objective, optimiser, early stopping and evaluation settings."""
+
+    loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
+    negatives: int = 100  # sampled_softmax only; bce uses one
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 256
+    epochs: int = 200
+    patience: int = 10
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    amp: bool = True  # bf16 autocast, CUDA only
+    logit_chunk: int = 1024  # positions per logits chunk: bounds memory for any |V|
+    eval_batch_size: int = 1024  # users per evaluation chunk
+    exclude_history: bool = True
+    eval_every: int = 1
+    ks: tuple[int, ...] = (5, 10, 20)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if (
+            min(
+                self.batch_size,
+                self.epochs,
+                self.logit_chunk,
+                self.eval_batch_size,
+                self.eval_every,
+            )
+            < 1
+        ):
+            raise ValueError("train sizes (batch_size, epochs, logit_chunk, ...) must be >= 1")
+        if 10 not in self.ks:
+            raise ValueError("train.ks must include 10 (early stopping uses NDCG@10)")
+        return self

@@ -1,0 +1,132 @@
+"""SeqRecModel: the SASRec backbone with either FAME's facet-aware MoE last block or a standard one.
+
+One code path for every model (FAME_SPEC §1.4): the trainer and evaluator only see
+``forward(seq) -> u`` and the item table ``E``; a score is always ``<E[v], u>``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fame.attention import TransformerBlock, attention_mask
+from fame.config import ModelConfig
+from fame.moe import MoEHeadBlock
+
+
+class SeqRecModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, num_items: int):
+        super().__init__()
+        self.cfg, self.num_items = cfg, num_items
+        d, H = cfg.d, cfg.heads
+        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)  # E
+        self.pos_emb = nn.Embedding(cfg.max_len, d)  # P
+        self.ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(d, H, cfg.dropout) for _ in range(cfg.blocks - 1)
+        )
+        if cfg.name == "fame":
+            self.last = MoEHeadBlock(d, H, cfg.experts, cfg.dropout)
+            self.facet_proj = nn.Parameter(torch.empty(H, d, cfg.head_dim))  # W_f^h
+            self.gate = nn.Linear(d, H)  # W_g, b_g over [F^1 ‖ … ‖ F^H]
+        else:
+            self.last = TransformerBlock(d, H, cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = self.cfg.init_std
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+        if self.cfg.name == "fame":
+            nn.init.normal_(self.last.router, std=std)
+            self.select_facet_slices()
+
+    @torch.no_grad()
+    def select_facet_slices(self) -> None:
+        """W_f^h = selector of slice h, so head h starts by reading E[v][h d' : (h+1) d']."""
+        H, dh = self.cfg.heads, self.cfg.head_dim
+        self.facet_proj.zero_()
+        for h in range(H):  # H tiny parameter writes at init, not a hot path
+            self.facet_proj[h, h * dh : (h + 1) * dh, :] = torch.eye(dh)
+
+    def item_embeddings(self) -> torch.Tensor:
+        """E: (num_items + 1, d), row 0 is padding and zero."""
+        return self.item_emb.weight
+
+    def encode(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Output of the last block: (B, T, d) for SASRec, (B, H, T, d') per-head F for FAME.
+
+        ``last_only`` runs the last block's queries at the final position only (T becomes 1):
+        prediction needs nothing else, and it saves most of the last block's cost.
+        """
+        T = seq.shape[1]
+        if self.cfg.max_len < T:
+            raise ValueError(f"sequence length {T} exceeds model.max_len = {self.cfg.max_len}")
+        pos = torch.arange(
+            self.cfg.max_len - T, self.cfg.max_len, device=seq.device
+        )  # right-aligned
+        x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(pos)))
+        mask = attention_mask(seq)
+        for block in self.blocks:
+            x = block(x, mask)
+        return self.last(x, mask, last_only)
+
+    def gate_weights(self, heads: torch.Tensor) -> torch.Tensor:
+        """g = softmax(W_g [F^1 ‖ … ‖ F^H] + b_g): (..., H); uniform when the gate is off."""
+        B, H, T, dh = heads.shape
+        if not self.cfg.gate:
+            return heads.new_full((B, T, H), 1.0 / H)
+        return torch.softmax(self.gate(heads.transpose(1, 2).reshape(B, T, H * dh)), dim=-1)
+
+    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Fused user vectors u at every position (B, T, d), or (B, 1, d); score_v = <E[v], u>."""
+        out = self.encode(seq, last_only)
+        if self.cfg.name != "fame":
+            return out
+        B, H, T, dh = out.shape
+        g = self.gate_weights(out)  # (B, T, H)
+        # u = Σ_h g_h W_f^h F^h: the per-head scores folded into one d-vector (§3 identity),
+        # as one (B·T × H·d') · (H·d' × d) product
+        weighted = (out * g.transpose(1, 2)[..., None]).transpose(1, 2).reshape(B, T, H * dh)
+        return weighted @ self.facet_proj.transpose(1, 2).reshape(H * dh, self.cfg.d)
+
+    def score(self, seq: torch.Tensor) -> torch.Tensor:
+        """Scores of every item at the last position through one matmul: (B, num_items + 1)."""
+        return self(seq, last_only=True)[:, -1] @ self.item_embeddings().T
+
+    def head_scores(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-head scores s^h_v = <F^h_t, E[v] W_f^h> (B, H, |V|+1) and the gate (B, H).
+
+        For explanations only: it materialises B × H × |V| scores.
+        """
+        if self.cfg.name != "fame":
+            raise ValueError("per-head scores exist for FAME only")
+        out = self.encode(seq, last_only=True)  # (B, H, 1, d')
+        sub = torch.einsum("vd,hdk->hvk", self.item_embeddings(), self.facet_proj)  # e_v^h
+        scores = torch.einsum("bhk,hvk->bhv", out[:, :, 0], sub)
+        return scores, self.gate_weights(out)[:, -1]
+
+    @torch.no_grad()
+    def load_item_init(
+        self, emb: torch.Tensor, select_facets: bool = True, freeze: bool = False
+    ) -> None:
+        """Start from a given E (row 0 forced to zero); head h reads slice h (§6.7)."""
+        if emb.shape != self.item_emb.weight.shape:
+            raise ValueError(
+                f"initial embeddings {tuple(emb.shape)} != {tuple(self.item_emb.weight.shape)}"
+            )
+        self.item_emb.weight.copy_(emb)
+        self.item_emb.weight[0].zero_()
+        if select_facets and self.cfg.name == "fame":
+            self.select_facet_slices()
+        self.item_emb.weight.requires_grad_(not freeze)

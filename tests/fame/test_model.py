@@ -1,0 +1,116 @@
+"""Model invariants: causality, N=1 MoE = attention, fused = per-head, gates sum to 1."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fame.attention import attention_mask
+from fame.config import ModelConfig
+from fame.model import SeqRecModel
+
+
+def _model(name="fame", **kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(name=name, dropout=0.0, max_len=12, d=32, heads=4, experts=3, **kw)
+    return SeqRecModel(cfg, num_items=30).eval()
+
+
+def _seq(B=4, T=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    seq = torch.randint(1, 31, (B, T), generator=g)
+    seq[0, :5] = 0  # a left-padded user
+    seq[1, :11] = 0  # a user with a single item
+    return seq
+
+
+@pytest.mark.parametrize("name", ["fame", "sasrec"])
+@pytest.mark.parametrize("j", [3, 7, 11])
+def test_future_item_never_changes_past_predictions(name, j):
+    model, seq = _model(name), _seq()
+    out = model(seq)
+    changed = seq.clone()
+    changed[:, j] = (changed[:, j] % 30) + 1  # a different real item at position j
+    out2 = model(changed)
+    assert torch.allclose(out[:, :j], out2[:, :j], atol=1e-6)
+    assert not torch.allclose(out[2:, j:], out2[2:, j:], atol=1e-4)  # and it does matter later
+
+
+@pytest.mark.parametrize("name", ["fame", "sasrec"])
+def test_last_only_equals_full_forward(name):
+    model, seq = _model(name), _seq()
+    assert torch.allclose(model(seq, last_only=True)[:, 0], model(seq)[:, -1], atol=1e-5)
+
+
+def test_single_expert_is_plain_attention():
+    torch.manual_seed(0)
+    model = SeqRecModel(
+        ModelConfig(name="fame", dropout=0.0, max_len=12, d=32, heads=4, experts=1), 30
+    ).eval()
+    block, seq = model.last, _seq()
+    x = torch.randn(4, 12, 32)
+    mask = attention_mask(seq)
+    f = block.expert_outputs(x, mask)[:, :, 0]  # (B, H, T, d')
+    # hand-written reference: per head softmax(Q K^T / sqrt(d') + mask) V
+    dh = 8
+    qw, kvw = block.q, block.kv
+    q = (x @ qw.weight.T + qw.bias).view(4, 12, 4, dh).transpose(1, 2)
+    kv = (x @ kvw.weight.T + kvw.bias).view(4, 12, 2, 4, dh)
+    k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+    logits = q @ k.transpose(-1, -2) / math.sqrt(dh)
+    logits = logits.masked_fill(~mask, float("-inf"))
+    ref = torch.softmax(logits, dim=-1) @ v
+    assert torch.allclose(f, ref, atol=1e-5)
+    assert torch.allclose(f, F.scaled_dot_product_attention(q, k, v, attn_mask=mask), atol=1e-5)
+    assert torch.allclose(block.route(block.expert_outputs(x, mask)), torch.ones(4, 4, 12, 1))
+
+
+@pytest.mark.parametrize("gate", [True, False])
+def test_fused_score_equals_gated_per_head_sum(gate):
+    model, seq = _model(gate=gate), _seq()
+    with torch.no_grad():
+        fused = model.score(seq)
+        heads = model.encode(seq)[:, :, -1]  # (B, H, d')
+        E = model.item_embeddings()
+        explicit = torch.zeros_like(fused)
+        g = model.gate_weights(model.encode(seq))[:, -1]
+        for h in range(4):  # the slow explicit form of §3, one head at a time
+            e_h = E @ model.facet_proj[h]  # e_v^h = E[v] W_f^h
+            explicit += g[:, h : h + 1] * (heads[:, h] @ e_h.T)
+        per_head, gate_w = model.head_scores(seq)
+    assert torch.allclose(fused, explicit, atol=1e-5)
+    assert torch.allclose((per_head * gate_w[:, :, None]).sum(1), fused, atol=1e-5)
+    if not gate:
+        assert torch.allclose(gate_w, torch.full_like(gate_w, 0.25))
+
+
+def test_gate_and_routers_sum_to_one():
+    model, seq = _model(), _seq()
+    with torch.no_grad():
+        out = model.encode(seq)
+        g = model.gate_weights(out)
+        x = torch.randn(4, 12, 32)
+        beta = model.last.route(model.last.expert_outputs(x, attention_mask(seq)))
+    assert torch.allclose(g.sum(-1), torch.ones_like(g[..., 0]), atol=1e-6) and (g >= 0).all()
+    assert beta.shape == (4, 4, 12, 3)
+    assert (
+        torch.allclose(beta.sum(-1), torch.ones_like(beta[..., 0]), atol=1e-6) and (beta >= 0).all()
+    )
+
+
+def test_padding_row_stays_zero_and_init_selects_slices():
+    model = _model()
+    assert torch.count_nonzero(model.item_embeddings()[0]) == 0
+    emb = torch.randn(31, 32)
+    model.load_item_init(emb, select_facets=True, freeze=True)
+    E = model.item_embeddings()
+    assert torch.count_nonzero(E[0]) == 0 and torch.equal(E[1:], emb[1:])
+    assert not E.requires_grad
+    for h in range(4):  # head h's sub-embedding is exactly slice h of E
+        assert torch.allclose(E @ model.facet_proj[h], E[:, h * 8 : (h + 1) * 8])
+
+
+def test_config_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d=30, heads=4)
