@@ -19,7 +19,9 @@ class FacetSpec:
     # categorical: the value; first/last: first/last element of a list (or space-separated text);
     # set: the whole sorted set as one label; level: element `level` of a category path;
     # decade: int(year) // 10 * 10; bucket: quantile bucket of a number (`buckets` of them)
-    kind: Literal["categorical", "first", "last", "set", "level", "decade", "bucket"] = "categorical"
+    kind: Literal["categorical", "first", "last", "set", "level", "decade", "bucket"] = (
+        "categorical"
+    )
     level: int = 0
     buckets: int = 5
 
