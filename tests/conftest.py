@@ -42,3 +42,19 @@ def make_config(data_dir: Path, artifacts: Path):
         return load_config(name, over, data_dir)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def ml100k_slice(tmp_path_factory, data_dir) -> Path:
+    """A data dir holding ml-100k restricted to its first 200 users (all items kept)."""
+    root = tmp_path_factory.mktemp("data")
+    out = root / "ml-100k"
+    out.mkdir()
+    lines = (data_dir / "ml-100k" / "ml-100k.inter").read_text().splitlines()
+    keep = [lines[0]] + [ln for ln in lines[1:] if int(ln.split("\t")[0]) <= 200]
+    (out / "ml-100k.inter").write_text("\n".join(keep) + "\n")
+    (out / "ml-100k.item").write_text((data_dir / "ml-100k" / "ml-100k.item").read_text())
+    return root
+
+
+SMALL = {"train.epochs": 2, "pretrain.steps": 60, "model.d": 32, "train.eval_batch_size": 256}

@@ -79,7 +79,7 @@ def initial_table(
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
     gen = torch.Generator().manual_seed(cfg.train.seed)
     table = torch.randn(num_items + 1, cfg.model.d, generator=gen) * cfg.model.init_std
-    table[torch.as_tensor(ids)] = torch.as_tensor(vec, dtype=torch.float32)
+    table[torch.tensor(ids)] = torch.tensor(vec, dtype=torch.float32)
     table[0] = 0
     return table
 
