@@ -43,7 +43,10 @@ def evaluate(
     device: torch.device | str = "cpu",
     topk: int = 20,
 ) -> EvalResult:
-    """Rank every user's held-out item among all items; history excluded per ``cfg``."""
+    """Rank every user's held-out item among all items; history excluded per ``cfg``.
+
+    ``topk=0`` skips the top-k lists (early stopping needs only the ranks).
+    """
     was_training = model.training
     model.eval()
     offsets, items = data.inputs(split)
@@ -52,15 +55,20 @@ def evaluate(
     ranks = np.empty(data.num_users, dtype=np.int64)
     top = np.empty((data.num_users, topk), dtype=np.int64)
     L = model.cfg.max_len
+    # users in order of history length, so each chunk is only as wide as its longest window
+    lengths = np.minimum(np.diff(offsets), L)
+    order = np.argsort(lengths, kind="stable")
     for s in range(0, data.num_users, cfg.eval_batch_size):
-        rows = np.arange(s, min(s + cfg.eval_batch_size, data.num_users))
-        seq = torch.from_numpy(history_windows(offsets, items, rows, L)).to(device)
+        rows = order[s : s + cfg.eval_batch_size]
+        width = max(int(lengths[rows].max()), 1)
+        seq = torch.from_numpy(history_windows(offsets, items, rows, width)).to(device)
         scores = (model(seq, last_only=True)[:, -1] @ E.T).float()  # one (B × d)·(d × |V|) product
         hist = history_pairs(offsets, items, rows).to(device) if cfg.exclude_history else None
         tgt = torch.from_numpy(targets[rows]).to(device)
         ranks[rows] = rank_targets(scores, tgt, hist).cpu().numpy()
         if hist is not None:  # the target was put back for ranking; top-k lists exclude history
             scores[hist[0], hist[1]] = -torch.inf
-        top[rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
+        if topk:
+            top[rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
     model.train(was_training)
     return EvalResult(ranks, top, metrics_from_ranks(ranks, tuple(cfg.ks)))

@@ -164,7 +164,7 @@ def fit(
         }
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            valid = evaluate(model, data, "valid", cfg, device).metrics
+            valid = evaluate(model, data, "valid", cfg, device, topk=0).metrics
             row.update({"valid": valid, "eval_seconds": time.perf_counter() - t1})
             score = valid["ndcg@10"]
             if score > state["best_score"]:
