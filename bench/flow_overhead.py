@@ -32,7 +32,7 @@ def main() -> None:
 
     overrides = {"paths.artifacts": str(Path(tmp) / "artifacts"), **SMALL}
     t = time.perf_counter()
-    first = fame(config="ml-100k", overrides=overrides)
+    fame(config="ml-100k", overrides=overrides)
     first_s = time.perf_counter() - t
     t = time.perf_counter()
     cached = fame(config="ml-100k", overrides=overrides)
