@@ -8,6 +8,7 @@ from conftest import SMALL
 from fame.metrics import metrics_from_ranks
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
+from pipeline.recommend import recommend
 from pipeline.runner import run_pipeline
 from pipeline.stages.train import split_data
 from pretrain.facets import FacetError
@@ -63,6 +64,14 @@ def test_full_chain_then_cached(slice_cfg, artifacts):
         "select value from metrics where split='test' and protocol='exclude_history' and metric='ndcg' and k=10",
     )
     assert rows[0][0] == pytest.approx(metrics_from_ranks(ranks)["ndcg@10"])
+
+    rec = recommend(slice_cfg(), "1", k=10, explain=True)
+    assert len(rec.items) == 10 and not set(rec.items) & set(rec.history)
+    assert rec.scores == sorted(rec.scores, reverse=True)
+    fused = [sum(g * h for g, h in zip(rec.gate, heads, strict=True)) for heads in rec.head_scores]
+    assert np.allclose(fused, rec.scores, atol=1e-4)  # explanation adds up to the score
+    with pytest.raises(PipelineError, match="unknown user"):
+        recommend(slice_cfg(), "999999")
 
     again = run_pipeline(slice_cfg(), progress=False)
     assert [r.skipped for r in again.results.values()] == [True] * 5
