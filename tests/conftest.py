@@ -57,4 +57,8 @@ def ml100k_slice(tmp_path_factory, data_dir) -> Path:
     return root
 
 
-SMALL = {"train.epochs": 2, "pretrain.steps": 60, "model.d": 32, "train.eval_batch_size": 256}
+@pytest.fixture
+def cyclic():
+    from support import cyclic_split
+
+    return cyclic_split()

@@ -1,30 +1,14 @@
 """Training, evaluation, resumption and checkpoints on small data."""
 
-import numpy as np
 import pytest
 import torch
+from support import popularity_ndcg10
 
 from fame.checkpoint import load_checkpoint, save_checkpoint
 from fame.config import ModelConfig, TrainConfig
 from fame.evaluate import evaluate
-from fame.metrics import metrics_from_ranks
 from fame.model import SeqRecModel
 from fame.trainer import InjectedFailure, fit
-
-
-def popularity_ndcg10(data, split="valid", exclude=True):
-    """Most-popular baseline under the same protocol (ties pessimistic, history excluded)."""
-    offsets, items = data.inputs(split)
-    counts = np.bincount(data.items, minlength=data.num_items + 1).astype(float)
-    counts[0] = -np.inf
-    ranks = []
-    for u, t in enumerate(data.targets(split)):
-        s = counts.copy()
-        if exclude:
-            hist = items[offsets[u] : offsets[u + 1]]
-            s[hist[hist != t]] = -np.inf
-        ranks.append(int((s >= s[t]).sum()))
-    return metrics_from_ranks(np.array(ranks))["ndcg@10"]
 
 
 def _cfg(**kw):

@@ -1,8 +1,8 @@
 """The Prefect flow on a real ml-100k slice with the real encoder, under a Prefect test server."""
 
 import pytest
-from conftest import SMALL
 from prefect.testing.utilities import prefect_test_harness
+from support import SMALL
 
 from flows.flow import fame
 from pipeline.errors import PipelineError

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SMALL
+from support import SMALL
 
 from storage import query
 

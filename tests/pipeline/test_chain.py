@@ -3,7 +3,7 @@ with the real MiniLM encoder, a real store and catalog."""
 
 import numpy as np
 import pytest
-from conftest import SMALL
+from support import SMALL, popularity_ndcg10
 
 from fame.metrics import metrics_from_ranks
 from pipeline.config import load_config
@@ -168,14 +168,6 @@ def test_training_on_real_data_beats_popularity(make_config, artifacts):
     data = split_data(
         ctx.results["ingest"].artifact.table("sequences"), ctx.results["ingest"].rows["items"]
     )
-    counts = np.bincount(data.items, minlength=data.num_items + 1).astype(float)
-    counts[0] = -np.inf
-    ranks = []
-    for u in range(data.num_users):  # most-popular under the same protocol
-        s = counts.copy()
-        hist = data.items[data.offsets[u] : data.offsets[u + 1]]
-        s[hist[hist != data.valid[u]]] = -np.inf
-        ranks.append(int((s >= s[data.valid[u]]).sum()))
-    pop = metrics_from_ranks(np.array(ranks))["ndcg@10"]
+    pop = popularity_ndcg10(data)
     best = max(h["valid_ndcg@10"] for h in history)
     assert best > pop * 1.2, (best, pop)
