@@ -166,18 +166,18 @@ def resolve(ctx: RunContext, stage: str) -> Artifact:
 def precheck(ctx: RunContext, stages: Iterable[str]) -> None:
     """Cheap config checks of the given stages, before any heavy work starts.
 
-    Stages may define ``precheck(cfg, item_fields)``; ``item_fields`` are the ingested item
-    columns when an ingest artifact for this config exists, else None (config-only checks).
+    Stages may define ``precheck(cfg, items)``; ``items`` is the ingested items table when an
+    ingest artifact for this config exists, else None (config-only checks).
     """
     ingest_art = (
         ctx.results["ingest"].artifact
         if "ingest" in ctx.results
         else ctx.store.get("ingest", ctx.keys["ingest"])
     )
-    fields = list(ingest_art.manifest["schema"]["items"]) if ingest_art else None
-    for name in stages:
-        if check := getattr(STAGES[name], "precheck", None):
-            check(ctx.config, fields)
+    checks = [c for name in stages if (c := getattr(STAGES[name], "precheck", None))]
+    items = ingest_art.table("items") if ingest_art and checks else None
+    for check in checks:
+        check(ctx.config, items)
 
 
 def run_stage(ctx: RunContext, stage: str) -> StageResult:

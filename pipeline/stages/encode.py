@@ -38,14 +38,14 @@ def key_config(cfg: RunConfig) -> dict:
     return {"model": enc["model"], "template": enc["template"], "max_length": enc["max_length"]}
 
 
-def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
+def precheck(cfg: RunConfig, items: pa.Table | None) -> None:
     """An unknown encoder, or a template naming fields items do not have, fails before work."""
     from pretrain.encoder import validate_encoder
     from pretrain.text import render_texts
 
     validate_encoder(cfg.encode.model)
-    if item_fields is not None:
-        render_texts([dict.fromkeys(item_fields)], cfg.encode.template)
+    if items is not None:
+        render_texts([dict.fromkeys(items.column_names)], cfg.encode.template)
 
 
 def item_texts(items: pa.Table, template: str) -> tuple[np.ndarray, list[str]]:

@@ -41,8 +41,8 @@ def key_config(cfg: RunConfig) -> dict:
     }
 
 
-def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
-    """Fail before heavy work: one facet per head, and facet fields that exist."""
+def precheck(cfg: RunConfig, items: pa.Table | None) -> None:
+    """Fail before heavy work: one facet per head, existing fields, a label held twice per facet."""
     if not cfg.facets:
         raise PipelineError("pretrain needs [[facets]] in the config (one per model head)")
     if len(cfg.facets) != cfg.model.heads:
@@ -50,23 +50,28 @@ def precheck(cfg: RunConfig, item_fields: list[str] | None) -> None:
             f"{len(cfg.facets)} facets declared ({', '.join(f.name for f in cfg.facets)}) but "
             f"model.heads = {cfg.model.heads}: FAME pre-training needs one facet per head"
         )
-    if item_fields is not None:
-        from pretrain.facets import validate_facets
+    if items is not None:
+        facet_labels(cfg, items)
 
-        validate_facets(item_fields, cfg.facets)
+
+def facet_labels(cfg: RunConfig, items: pa.Table) -> np.ndarray:
+    """(H, n_items) label codes of the config's facets (FacetError names a bad facet)."""
+    from pretrain.facets import derive_labels, validate_facets
+
+    validate_facets(items.column_names, cfg.facets)
+    fields = sorted({f.field for f in cfg.facets})
+    return derive_labels({c: items[c].to_pylist() for c in fields}, cfg.facets)
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
-    from pretrain.facets import derive_labels
     from pretrain.train import initial_embeddings, knn_report, pretrain_facets
 
     cfg = ctx.config
     items = inputs["ingest"].table("items")
-    precheck(cfg, items.column_names)
+    precheck(cfg, None)
     ids, text = vectors_of(inputs["encode"])
     item_ids = items["item_id"].to_numpy()
-    columns = {c: items[c].to_pylist() for c in items.column_names}
-    labels_all = derive_labels(columns, cfg.facets)  # (H, n_items)
+    labels_all = facet_labels(cfg, items)  # (H, n_items)
     rows = np.searchsorted(item_ids, ids)  # item ids are sorted 1..n
     labels = labels_all[:, rows]
     d_prime = cfg.model.d // cfg.model.heads

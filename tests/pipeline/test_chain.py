@@ -136,6 +136,13 @@ def test_bad_facet_config_fails_before_heavy_work(slice_cfg, artifacts):
             progress=False,
         )
     assert not (artifacts / "encode").exists()
+    one_label = [{"name": n, "field": "year", "kind": "decade"} for n in ("a", "b", "c")]
+    with pytest.raises(FacetError, match="facet 'title' .* no label is held by at least 2 items"):
+        run_pipeline(
+            slice_cfg(**{"facets": [*one_label, {"name": "title", "field": "source_id"}]}),
+            progress=False,
+        )
+    assert not (artifacts / "encode").exists()
     with pytest.raises(PipelineError, match="3 facets declared .* model.heads = 4"):
         run_pipeline(
             slice_cfg(
