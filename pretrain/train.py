@@ -10,17 +10,18 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from tqdm.auto import tqdm
 
 from pretrain.config import PretrainConfig
 from pretrain.encoder import resolve_device
-from pretrain.supcon import BalancedSampler, supcon_loss
+from pretrain.projector import FacetProjector
+from pretrain.sampler import BalancedSampler
+from pretrain.supcon import supcon_loss
 
 __all__ = [
+    "FacetProjector",
     "PretrainConfig",
     "PretrainResult",
-    "FacetProjector",
     "initial_embeddings",
     "knn_report",
     "plain_projection",
@@ -28,33 +29,12 @@ __all__ = [
 ]
 
 
-class FacetProjector(nn.Module):
-    """φ_k for all facets at once: D -> hidden -> d' (GELU), weights stacked on a facet axis."""
-
-    def __init__(self, facets: int, dim_in: int, hidden: int, dim_out: int):
-        super().__init__()
-        self.w1 = nn.Parameter(torch.empty(facets, dim_in, hidden))
-        self.b1 = nn.Parameter(torch.zeros(facets, hidden))
-        self.w2 = nn.Parameter(torch.empty(facets, hidden, dim_out))
-        self.b2 = nn.Parameter(torch.zeros(facets, dim_out))
-        for w in (self.w1, self.w2):
-            nn.init.kaiming_uniform_(w.view(-1, w.shape[-1]).T, a=5**0.5)
-
-    def project(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """z = normalize(φ_k(x)): (n, d')."""
-        h = F.gelu(x @ self.w1[k] + self.b1[k])
-        return F.normalize(h @ self.w2[k] + self.b2[k], dim=-1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """All facets: (n, H, d')."""
-        h = F.gelu(torch.einsum("nd,kdh->nkh", x, self.w1) + self.b1)
-        return F.normalize(torch.einsum("nkh,kho->nko", h, self.w2) + self.b2, dim=-1)
-
-
 @dataclass
 class PretrainResult:
-    z: np.ndarray  # (n, H, d') unit-norm per slice
-    losses: list[tuple[int, float]] = field(default_factory=list)  # (facet, loss) per step
+    z: np.ndarray  # (n, H, d') float32, unit norm per slice
+    # one (facet, loss) per facet trained, in step order: one per step when alternating,
+    # H per step (facet by facet) when joint
+    losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -65,39 +45,59 @@ def pretrain_facets(
     cfg: PretrainConfig,
     progress: bool = True,
 ) -> PretrainResult:
-    """Train one projection per facet with SupCon on label-balanced batches.
+    """Train φ_1..φ_H with SupCon on label-balanced batches; return every item's z (n, H, d').
 
-    ``alternating``: step s trains facet s mod H only; ``joint``: every step sums all facets.
+    ``alternating`` [default]: step s trains facet s mod H only. ``joint``: every step sums the
+    losses of all facets, each on its own batch. Deterministic on CPU for a seed.
     """
     start = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    device = torch.device(resolve_device(cfg.device))
+    text_emb = np.asarray(text_emb, dtype=np.float32)
+    labels = np.asarray(labels, dtype=np.int64)
+    if text_emb.ndim != 2 or labels.ndim != 2 or labels.shape[1] != text_emb.shape[0]:
+        raise ValueError(
+            f"text_emb must be (n, D) and labels (H, n); got {text_emb.shape} and {labels.shape}"
+        )
+    if d_prime < 1:
+        raise ValueError(f"d_prime must be >= 1, got {d_prime}")
     H = labels.shape[0]
-    x = torch.tensor(np.asarray(text_emb, dtype=np.float32), device=device)
-    y = torch.as_tensor(labels, device=device)
-    model = FacetProjector(H, x.shape[1], cfg.hidden, d_prime).to(device)
+    samplers = []
+    for k in range(H):
+        try:
+            samplers.append(
+                BalancedSampler(labels[k], cfg.labels_per_batch, cfg.items_per_label, cfg.seed + k)
+            )
+        except ValueError as exc:
+            raise ValueError(f"facet {k}: {exc}") from exc
+    device = torch.device(resolve_device(cfg.device))
+    x = torch.from_numpy(text_emb).to(device)
+    y = torch.from_numpy(labels).to(device)
+    with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
+        torch.manual_seed(cfg.seed)
+        model = FacetProjector(H, x.shape[1], cfg.hidden, d_prime).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    samplers = [
-        BalancedSampler(labels[k], cfg.labels_per_batch, cfg.items_per_label, cfg.seed + k)
-        for k in range(H)
-    ]
     losses: list[tuple[int, float]] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress, dynamic_ncols=True)
     for step in bar:
         facets = [step % H] if cfg.schedule == "alternating" else list(range(H))
-        loss = torch.zeros((), device=device)
+        parts = []
         for k in facets:
-            idx = torch.as_tensor(samplers[k].sample(), device=device)
-            loss = loss + supcon_loss(model.project(x[idx], k), y[k, idx], cfg.temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+            idx = torch.from_numpy(samplers[k].sample()).to(device)
+            parts.append(supcon_loss(model.project(x[idx], k), y[k, idx], cfg.temperature))
+        opt.zero_grad(set_to_none=True)  # facets not trained this step get no update at all
+        per_facet = torch.stack(parts)
+        per_facet.sum().backward()
         opt.step()
-        losses.append((facets[0] if len(facets) == 1 else -1, float(loss.detach())))
-        if step % 50 == 0:
-            bar.set_postfix(facet=facets[0], loss=f"{losses[-1][1]:.3f}")
+        losses.extend(zip(facets, per_facet.detach().cpu().tolist(), strict=True))
+        if step % 50 == 0 or step == cfg.steps - 1:
+            bar.set_postfix(
+                facet=facets[0] if len(facets) == 1 else "all", loss=f"{losses[-1][1]:.3f}"
+            )
+    model.eval()
     with torch.no_grad():
-        z = torch.cat([model(x[s : s + 4096]) for s in range(0, len(x), 4096)]).cpu().numpy()
-    return PretrainResult(z=z, losses=losses, seconds=time.perf_counter() - start)
+        z = torch.cat([model(x[s : s + 4096]) for s in range(0, len(x), 4096)])
+    return PretrainResult(
+        z=z.float().cpu().numpy(), losses=losses, seconds=time.perf_counter() - start
+    )
 
 
 def _scale(x: np.ndarray, std: float) -> np.ndarray:
@@ -105,41 +105,57 @@ def _scale(x: np.ndarray, std: float) -> np.ndarray:
 
 
 def initial_embeddings(z: np.ndarray, std: float) -> np.ndarray:
-    """E rows = [z^1 ‖ … ‖ z^H] scaled to the default init's standard deviation (§6.7)."""
+    """E rows = [z^1 ‖ … ‖ z^H] (n, H·d'), scaled to the default init's standard deviation (§6.7)."""
+    if z.ndim != 3:
+        raise ValueError(f"z must be (n, H, d'), got shape {z.shape}")
     return _scale(z.reshape(z.shape[0], -1), std)
 
 
 def plain_projection(text_emb: np.ndarray, d: int, std: float, seed: int = 0) -> np.ndarray:
-    """The ``init=text`` ablation: PCA of the text vectors to d dims, no facet supervision."""
-    x = text_emb.astype(np.float64) - text_emb.mean(0, keepdims=True)
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    proj = x @ vt[:d].T
-    if proj.shape[1] < d:  # fewer items or dims than d: pad with seeded noise
+    """The ``init=text`` ablation: PCA of the text vectors to d dims, no facet supervision.
+
+    Principal axes come from the D×D covariance (cheap for any n); each axis is signed so its
+    largest loading is positive, so the result does not depend on the eigensolver's signs.
+    Where d exceeds the rank available, the missing dims are seeded noise of matching scale.
+    """
+    x = np.asarray(text_emb, dtype=np.float64)
+    x = x - x.mean(0, keepdims=True)
+    vals, vecs = np.linalg.eigh(x.T @ x)  # ascending
+    r = min(d, x.shape[1], max(len(x) - 1, 1))
+    axes = vecs[:, ::-1][:, :r]
+    axes = axes * np.sign(axes[np.abs(axes).argmax(0), np.arange(r)])
+    proj = x @ axes
+    if r < d:
         rng = np.random.default_rng(seed)
-        proj = np.concatenate([proj, rng.normal(size=(len(x), d - proj.shape[1])) * proj.std()], 1)
+        noise = rng.normal(size=(len(x), d - r)) * max(float(proj.std()), 1e-6)
+        proj = np.concatenate([proj, noise], axis=1)
     return _scale(proj, std)
 
 
 def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
-    """Leave-one-out cosine kNN majority vote (ties go to the nearer neighbours)."""
-    r = torch.as_tensor(rep, dtype=torch.float32)
-    r = F.normalize(r, dim=-1)
-    y = torch.as_tensor(labels)
+    """Leave-one-out cosine kNN majority vote.
+
+    Ties in the vote go to the label whose neighbours are nearer (a tiny rank bonus), then to
+    the smaller label code. Similarities are computed a chunk of rows at a time (no n×n).
+    """
+    n = len(rep)
+    if n < 2:
+        return float("nan")
+    r = F.normalize(torch.as_tensor(np.asarray(rep), dtype=torch.float32), dim=-1)
+    y = torch.as_tensor(labels, dtype=torch.int64)
     n_labels = int(y.max()) + 1
-    k = min(k, len(r) - 1)
-    weights = 1.0 + 1e-3 * torch.arange(k, 0, -1, dtype=torch.float32) / k  # nearer = tiny bonus
+    k = min(k, n - 1)
+    bonus = 1.0 + 1e-3 * torch.arange(k, 0, -1, dtype=torch.float32) / k  # nearer = larger
+    chunk = max(1, 2**24 // n)  # ~64 MB of similarities at a time
     correct = 0
-    for s in range(0, len(r), 2048):
-        sim = r[s : s + 2048] @ r.T
-        sim[
-            torch.arange(sim.shape[0]), torch.arange(s, s + sim.shape[0])
-        ] = -torch.inf  # leave one out
-        nb = sim.topk(k, dim=1).indices
-        votes = torch.zeros(sim.shape[0], n_labels).scatter_add_(
-            1, y[nb], weights.expand(sim.shape[0], k)
-        )
-        correct += int((votes.argmax(1) == y[s : s + 2048]).sum())
-    return correct / len(r)
+    for s in range(0, n, chunk):
+        sim = r[s : s + chunk] @ r.T  # (c, n)
+        c = sim.shape[0]
+        sim[torch.arange(c), torch.arange(s, s + c)] = -torch.inf  # leave one out
+        nb = sim.topk(k, dim=1).indices  # (c, k) nearest first
+        votes = torch.zeros(c, n_labels).scatter_add_(1, y[nb], bonus.expand(c, k))
+        correct += int((votes.argmax(1) == y[s : s + c]).sum())
+    return correct / n
 
 
 def knn_report(
@@ -150,10 +166,16 @@ def knn_report(
     k: int = 10,
     seed: int = 0,
 ) -> list[dict]:
-    """Per facet: kNN label accuracy with each slice, the raw text vector and a random projection."""
+    """Per facet: leave-one-out kNN label accuracy (among items with that facet's label) using
+    each slice ``slice:<name>``, the raw text vector ``text`` and a seeded Gaussian random
+    projection of the text vector to d' dims ``random`` (FAME_SPEC §6.8)."""
+    if len(facet_names) != z.shape[1] or labels.shape[0] != z.shape[1]:
+        raise ValueError(
+            f"{len(facet_names)} facet names, z has {z.shape[1]} slices, labels {labels.shape[0]}"
+        )
     rng = np.random.default_rng(seed)
-    d_prime = z.shape[2]
-    random_rep = text_emb @ rng.normal(size=(text_emb.shape[1], d_prime))
+    text_emb = np.asarray(text_emb, dtype=np.float32)
+    random_rep = text_emb @ rng.normal(size=(text_emb.shape[1], z.shape[2])).astype(np.float32)
     rows = []
     for f, name in enumerate(facet_names):
         idx = np.flatnonzero(labels[f] >= 0)
