@@ -5,6 +5,8 @@ disentanglement; and the initial item table built from the result."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -38,6 +40,22 @@ class PretrainResult:
     seconds: float = 0.0
 
 
+@contextmanager
+def _one_thread_on_cpu(device: torch.device) -> Iterator[None]:
+    """A training step is a few small matmuls (128 × D × hidden): intra-op threads cannot pay
+    for their synchronisation, and on a busy machine they spin-wait (5x slower measured on 2
+    loaded cores). The caller's thread count is restored afterwards."""
+    if device.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pretrain_facets(
     text_emb: np.ndarray,
     labels: np.ndarray,
@@ -51,8 +69,8 @@ def pretrain_facets(
     losses of all facets, each on its own batch. Deterministic on CPU for a seed.
     """
     start = time.perf_counter()
-    text_emb = np.asarray(text_emb, dtype=np.float32)
-    labels = np.asarray(labels, dtype=np.int64)
+    text_emb = np.array(text_emb, dtype=np.float32)  # a writable copy (Arrow buffers are not)
+    labels = np.array(labels, dtype=np.int64)
     if text_emb.ndim != 2 or labels.ndim != 2 or labels.shape[1] != text_emb.shape[0]:
         raise ValueError(
             f"text_emb must be (n, D) and labels (H, n); got {text_emb.shape} and {labels.shape}"
@@ -77,21 +95,22 @@ def pretrain_facets(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[tuple[int, float]] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress, dynamic_ncols=True)
-    for step in bar:
-        facets = [step % H] if cfg.schedule == "alternating" else list(range(H))
-        parts = []
-        for k in facets:
-            idx = torch.from_numpy(samplers[k].sample()).to(device)
-            parts.append(supcon_loss(model.project(x[idx], k), y[k, idx], cfg.temperature))
-        opt.zero_grad(set_to_none=True)  # facets not trained this step get no update at all
-        per_facet = torch.stack(parts)
-        per_facet.sum().backward()
-        opt.step()
-        losses.extend(zip(facets, per_facet.detach().cpu().tolist(), strict=True))
-        if step % 50 == 0 or step == cfg.steps - 1:
-            bar.set_postfix(
-                facet=facets[0] if len(facets) == 1 else "all", loss=f"{losses[-1][1]:.3f}"
-            )
+    with _one_thread_on_cpu(device):
+        for step in bar:
+            facets = [step % H] if cfg.schedule == "alternating" else list(range(H))
+            parts = []
+            for k in facets:
+                idx = torch.from_numpy(samplers[k].sample()).to(device)
+                parts.append(supcon_loss(model.project(x[idx], k), y[k, idx], cfg.temperature))
+            opt.zero_grad(set_to_none=True)  # facets not trained this step get no update at all
+            per_facet = torch.stack(parts)
+            per_facet.sum().backward()
+            opt.step()
+            losses.extend(zip(facets, per_facet.detach().cpu().tolist(), strict=True))
+            if step % 50 == 0 or step == cfg.steps - 1:
+                bar.set_postfix(
+                    facet=facets[0] if len(facets) == 1 else "all", loss=f"{losses[-1][1]:.3f}"
+                )
     model.eval()
     with torch.no_grad():
         z = torch.cat([model(x[s : s + 4096]) for s in range(0, len(x), 4096)])
@@ -132,6 +151,9 @@ def plain_projection(text_emb: np.ndarray, d: int, std: float, seed: int = 0) ->
     return _scale(proj, std)
 
 
+_KNN_CHUNK_BYTES = 2**26  # float32 similarities held at a time in the kNN check
+
+
 def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Leave-one-out cosine kNN majority vote.
 
@@ -141,12 +163,12 @@ def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
     n = len(rep)
     if n < 2:
         return float("nan")
-    r = F.normalize(torch.as_tensor(np.asarray(rep), dtype=torch.float32), dim=-1)
-    y = torch.as_tensor(labels, dtype=torch.int64)
+    r = F.normalize(torch.tensor(np.asarray(rep), dtype=torch.float32), dim=-1)
+    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
     n_labels = int(y.max()) + 1
     k = min(k, n - 1)
     bonus = 1.0 + 1e-3 * torch.arange(k, 0, -1, dtype=torch.float32) / k  # nearer = larger
-    chunk = max(1, 2**24 // n)  # ~64 MB of similarities at a time
+    chunk = max(1, _KNN_CHUNK_BYTES // (4 * n))
     correct = 0
     for s in range(0, n, chunk):
         sim = r[s : s + chunk] @ r.T  # (c, n)

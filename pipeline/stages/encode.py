@@ -19,6 +19,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
 from storage.atomic import atomic_write_parquet
+from storage.vectors import from_column, to_column
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -72,22 +73,15 @@ class EmbeddingCache:
         table = pq.read_table(self.dir)
         wanted = pc.is_in(table["text_hash"], value_set=pa.array(sorted(set(hashes))))
         table = table.filter(wanted)
-        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy()).reshape(
-            table.num_rows, -1
-        )
+        vectors = from_column(table["vector"]).reshape(table.num_rows, -1)
         return dict(zip(table["text_hash"].to_pylist(), vectors, strict=True))
 
     def add(self, hashes: list[str], vectors: np.ndarray) -> None:
         if not hashes:
             return
         name = hashlib.sha256("".join(hashes).encode()).hexdigest()[:16]
-        table = pa.table({"text_hash": hashes, "vector": _fixed_list(vectors)})
+        table = pa.table({"text_hash": hashes, "vector": to_column(vectors)})
         atomic_write_parquet(table, self.dir / f"{name}.parquet")
-
-
-def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
@@ -128,7 +122,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "encoder": pa.array([encoder.name] * len(ids), pa.string()),
             "text": texts,
             "text_hash": hashes,
-            "vector": _fixed_list(vectors),
+            "vector": to_column(vectors),
         }
     )
     return StageOutput(
@@ -146,5 +140,4 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
 def vectors_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, (n, D) float32 vectors) of an encode artifact."""
     table = art.table("text_embeddings")
-    vec = table["vector"].combine_chunks()
-    return table["item_id"].to_numpy(), vec.flatten().to_numpy().reshape(table.num_rows, -1)
+    return table["item_id"].to_numpy(), from_column(table["vector"])

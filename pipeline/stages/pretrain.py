@@ -16,7 +16,8 @@ import pyarrow as pa
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
-from pipeline.stages.encode import _fixed_list, vectors_of
+from pipeline.stages.encode import vectors_of
+from storage.vectors import from_column, to_column
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -78,9 +79,9 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     result = pretrain_facets(text, labels, d_prime, cfg.pretrain, progress=ctx.progress)
     init = initial_embeddings(result.z, cfg.model.init_std)
     names = [f.name for f in cfg.facets]
-    table = {"item_id": pa.array(ids, pa.int64()), "vector": _fixed_list(init)}
+    table = {"item_id": pa.array(ids, pa.int64()), "vector": to_column(init)}
     for h, name in enumerate(names):
-        table[f"facet_{name}"] = _fixed_list(result.z[:, h, :])
+        table[f"facet_{name}"] = to_column(result.z[:, h, :])
     report = knn_report(text, result.z, labels, names, k=cfg.pretrain.knn_k, seed=cfg.pretrain.seed)
     for row in report:
         log.info(
@@ -107,6 +108,4 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
 def embeddings_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, (n, d) initial vectors) of a pretrain artifact."""
     table = art.table("item_embeddings")
-    return table["item_id"].to_numpy(), table[
-        "vector"
-    ].combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1)
+    return table["item_id"].to_numpy(), from_column(table["vector"])

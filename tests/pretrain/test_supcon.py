@@ -1,34 +1,58 @@
-import numpy as np
+"""supcon_loss against a per-anchor Python loop (values and gradients)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain.supcon import BalancedSampler, supcon_loss
+from pretrain.supcon import supcon_loss
 
 
-def naive_supcon(z, labels, t):
-    z, labels = z.tolist(), labels.tolist()
-    n, total, anchors = len(z), 0.0, 0
+def naive_supcon(z: torch.Tensor, labels: list[int], t: float) -> torch.Tensor:
+    """Khosla et al. (2020) L_out, one anchor at a time; label < 0 = no label."""
+    n, terms = len(labels), []
     for i in range(n):
+        if labels[i] < 0:
+            continue
         pos = [p for p in range(n) if p != i and labels[p] == labels[i]]
         if not pos:
             continue
-        sims = {
-            j: sum(a * b for a, b in zip(z[i], z[j], strict=True)) / t for j in range(n) if j != i
-        }
-        denom = np.log(sum(np.exp(v) for v in sims.values()))
-        total += -sum(sims[p] - denom for p in pos) / len(pos)
-        anchors += 1
-    return total / anchors
+        others = [a for a in range(n) if a != i]
+        denom = torch.logsumexp(torch.stack([z[i] @ z[a] / t for a in others]), 0)
+        terms.append(-sum(z[i] @ z[p] / t - denom for p in pos) / len(pos))
+    return torch.stack(terms).mean()
 
 
-def test_supcon_matches_naive_loop():
+@pytest.mark.parametrize("temperature", [0.07, 0.5])
+def test_supcon_matches_naive_loop_in_value_and_gradient(temperature):
     torch.manual_seed(0)
-    z = F.normalize(torch.randn(12, 5, dtype=torch.float64), dim=-1)
-    labels = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 0, 2, 5])  # labels 4 and 5 have no positive
-    assert supcon_loss(z, labels, 0.07).item() == pytest.approx(
-        naive_supcon(z, labels, 0.07), rel=1e-9
-    )
+    raw = torch.randn(12, 5, dtype=torch.float64)
+    labels = [0, 0, 1, 1, 1, 2, 3, 3, 4, 0, 2, 5]  # 4 and 5 have no positive: ignored
+    a = raw.clone().requires_grad_()
+    b = raw.clone().requires_grad_()
+    fast = supcon_loss(F.normalize(a, dim=-1), torch.tensor(labels), temperature)
+    slow = naive_supcon(F.normalize(b, dim=-1), labels, temperature)
+    assert fast.item() == pytest.approx(slow.item(), rel=1e-12)
+    fast.backward()
+    slow.backward()
+    assert torch.allclose(a.grad, b.grad, atol=1e-12)
+
+
+def test_anchors_without_positive_do_not_change_the_loss_as_anchors():
+    torch.manual_seed(1)
+    z = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
+    labels = [0, 0, 1, 1, 7, -1]  # 7: singleton; -1: missing label, a negative only
+    got = supcon_loss(z, torch.tensor(labels)).item()
+    assert got == pytest.approx(naive_supcon(z, labels, 0.07).item(), rel=1e-12)
+    # the mean runs over the four anchors with a positive, not over six
+    four = naive_supcon(z, [0, 0, 1, 1, 100, 101], 0.07).item()
+    assert got == pytest.approx(four, rel=1e-12)
+
+
+def test_batch_without_positives_is_zero_and_differentiable():
+    z = F.normalize(torch.randn(4, 3), dim=-1).requires_grad_()
+    loss = supcon_loss(z, torch.tensor([0, 1, 2, -1]))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.count_nonzero(z.grad) == 0
 
 
 def test_supcon_prefers_clustered_labels():
@@ -36,16 +60,3 @@ def test_supcon_prefers_clustered_labels():
     good = F.normalize(torch.tensor([[1.0, 0.1], [1.0, -0.1], [-1.0, 0.1], [-1.0, -0.1]]), dim=-1)
     bad = good[[0, 2, 1, 3]]
     assert supcon_loss(good, labels) < supcon_loss(bad, labels)
-
-
-def test_balanced_sampler():
-    labels = np.array([0, 0, 0, 1, 1, 2, -1, 3, 3, 3, 3, 4])  # 2 and 4 are singletons, -1 missing
-    a = BalancedSampler(labels, labels_per_batch=2, items_per_label=2, seed=3)
-    b = BalancedSampler(labels, labels_per_batch=2, items_per_label=2, seed=3)
-    for _ in range(20):
-        batch = a.sample()
-        assert np.array_equal(batch, b.sample())  # seeded
-        assert len(batch) == 4 and len(set(batch.tolist())) == 4
-        lab = labels[batch]
-        assert all((lab == x).sum() >= 2 for x in lab)  # every anchor has a positive
-        assert not set(lab) & {-1, 2, 4}

@@ -111,3 +111,15 @@ def test_records_replace_atomically(tmp_path):
     store.record("runs", "r1", {"run_id": "r1", "status": "completed"})
     assert store.records("runs") == [{"run_id": "r1", "status": "completed"}]
     assert json.loads(json.dumps(store.records("runs")))  # plain types
+
+
+def test_vectors_roundtrip_through_parquet(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from storage.vectors import from_column, to_column
+
+    v = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    pq.write_table(pa.table({"vector": to_column(v)}), tmp_path / "v.parquet")
+    back = from_column(pq.read_table(tmp_path / "v.parquet")["vector"])
+    assert back.dtype == np.float32 and np.array_equal(back, v) and back.flags.writeable
