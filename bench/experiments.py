@@ -204,31 +204,49 @@ def _load(name: str) -> dict | None:
 
 def bench_section() -> list[str]:
     """Speed and memory figures from the other bench scripts' JSON files."""
-    out = ["## Benchmarks", "", "Each line comes from a JSON file under `bench/results/` (command and git revision inside).", ""]
+    out = [
+        "## Benchmarks",
+        "",
+        "Each line comes from a JSON file under `bench/results/` (command and git revision inside).",
+        "",
+    ]
     if d := _load("ingest.json"):
         for name, r in d["results"].items():
-            out.append(f"- ingest {name}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
-                       f"(`{d['command']}`, {d['git']})")
+            out.append(
+                f"- ingest {name}: {r['seconds']:.2f} s, peak RSS {r['peak_rss_mb']:.0f} MB "
+                f"(`{d['command']}`, {d['git']})"
+            )
     if d := _load("train_speed.json"):
         for name, r in d["results"].items():
-            out.append(f"- {name} on Beauty: epoch {r['epoch_seconds']:.1f} s ({r['train_sequences_per_s']:.0f} "
-                       f"sequences/s, logits {r['achieved_gflops']:.1f} GFLOP/s vs plain matmul "
-                       f"{r['matmul_gflops']:.1f} GFLOP/s), full-ranking evaluation of {r['eval_users_per_s']:.0f} "
-                       f"users/s ({r['eval_seconds']:.2f} s for all users), peak RSS {r['peak_rss_mb']:.0f} MB")
+            out.append(
+                f"- {name} on Beauty: epoch {r['epoch_seconds']:.1f} s ({r['train_sequences_per_s']:.0f} "
+                f"sequences/s, logits {r['achieved_gflops']:.1f} GFLOP/s vs plain matmul "
+                f"{r['matmul_gflops']:.1f} GFLOP/s), full-ranking evaluation of {r['eval_users_per_s']:.0f} "
+                f"users/s ({r['eval_seconds']:.2f} s for all users), peak RSS {r['peak_rss_mb']:.0f} MB"
+            )
         if d.get("fame_over_sasrec_epoch"):
-            out.append(f"- FAME / SASRec epoch time: {d['fame_over_sasrec_epoch']:.2f}x (`{d['command']}`, {d['git']})")
+            out.append(
+                f"- FAME / SASRec epoch time: {d['fame_over_sasrec_epoch']:.2f}x (`{d['command']}`, {d['git']})"
+            )
     if d := _load("encode_speed.json"):
-        out.append(f"- encode ({d['encoder']}, {d['items']} ml-100k items): {d['items_per_second']:.0f} items/s "
-                   f"including model load; cached rerun {d['cache_seconds']:.2f} s = "
-                   f"{100 * d['cache_ratio']:.1f}% of the first (`{d['command']}`, {d['git']})")
+        out.append(
+            f"- encode ({d['encoder']}, {d['items']} ml-100k items): {d['items_per_second']:.0f} items/s "
+            f"including model load; cached rerun {d['cache_seconds']:.2f} s = "
+            f"{100 * d['cache_ratio']:.1f}% of the first (`{d['command']}`, {d['git']})"
+        )
     if d := _load("flow_overhead.json"):
-        out.append(f"- Prefect flow with all {d['stages']} stages cached: {d['cached_flow_seconds']:.2f} s "
-                   f"({d['per_stage_overhead_seconds']:.2f} s per stage; plain runner "
-                   f"{d['plain_runner_cached_seconds']:.2f} s) (`{d['command']}`, {d['git']})")
+        out.append(
+            f"- Prefect flow with all {d['stages']} stages cached: {d['cached_flow_seconds']:.2f} s "
+            f"({d['per_stage_overhead_seconds']:.2f} s per stage; plain runner "
+            f"{d['plain_runner_cached_seconds']:.2f} s) (`{d['command']}`, {d['git']})"
+        )
     m = (_load("train_speed.json") or _load("ingest.json") or {}).get("machine", {})
     if m:
-        out += ["", f"Machine: {m.get('cpus')} CPUs, torch {m.get('torch')} ({m.get('torch_threads')} threads), "
-                f"{m.get('platform')}."]
+        out += [
+            "",
+            f"Machine: {m.get('cpus')} CPUs, torch {m.get('torch')} ({m.get('torch_threads')} threads), "
+            f"{m.get('platform')}.",
+        ]
     return out + [""]
 
 
