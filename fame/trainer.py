@@ -4,6 +4,7 @@ NDCG@10, best weights kept, resumable after an interruption (FAME_SPEC §4)."""
 from __future__ import annotations
 
 import copy
+import logging
 import os
 import random
 import time
@@ -22,6 +23,7 @@ from fame.losses import make_loss
 from fame.model import SeqRecModel
 
 LAST = "last.pt"
+log = logging.getLogger("fame.trainer")
 
 
 @dataclass
@@ -183,12 +185,15 @@ def fit(
         state["history"].append(row)
         state["epoch"] = epoch
         state["seconds"] = time.perf_counter() - start_time
+        v = row.get("valid", {})
+        line = (
+            f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid ndcg@10 {v.get('ndcg@10', float('nan')):.4f}"
+            f"  hr@10 {v.get('hr@10', float('nan')):.4f}  ({train_seconds:.1f}s)"
+        )
         if progress:
-            v = row.get("valid", {})
-            tqdm.write(
-                f"epoch {epoch:3d}  loss {row['loss']:.4f}  valid ndcg@10 {v.get('ndcg@10', float('nan')):.4f}"
-                f"  hr@10 {v.get('hr@10', float('nan')):.4f}  ({train_seconds:.1f}s)"
-            )
+            tqdm.write(line)
+        else:
+            log.info(line)
         _save_atomic(
             {
                 "model": model.state_dict(),

@@ -157,8 +157,9 @@ _KNN_CHUNK_BYTES = 2**26  # float32 similarities held at a time in the kNN check
 def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Leave-one-out cosine kNN majority vote.
 
-    Ties in the vote go to the label whose neighbours are nearer (a tiny rank bonus), then to
-    the smaller label code. Similarities are computed a chunk of rows at a time (no n×n).
+    A tie in the vote goes to the tied label with the nearest neighbour (exact: counts are
+    integers and the nearest-rank bonus stays below 1). Similarities are computed a chunk of
+    rows at a time, never n×n.
     """
     n = len(rep)
     if n < 2:
@@ -167,16 +168,19 @@ def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
     y = torch.tensor(np.asarray(labels), dtype=torch.int64)
     n_labels = int(y.max()) + 1
     k = min(k, n - 1)
-    bonus = 1.0 + 1e-3 * torch.arange(k, 0, -1, dtype=torch.float32) / k  # nearer = larger
+    nearness = torch.arange(k, 0, -1, dtype=torch.float32) / (k + 1)  # rank 0 -> k/(k+1)
     chunk = max(1, _KNN_CHUNK_BYTES // (4 * n))
     correct = 0
     for s in range(0, n, chunk):
         sim = r[s : s + chunk] @ r.T  # (c, n)
         c = sim.shape[0]
         sim[torch.arange(c), torch.arange(s, s + c)] = -torch.inf  # leave one out
-        nb = sim.topk(k, dim=1).indices  # (c, k) nearest first
-        votes = torch.zeros(c, n_labels).scatter_add_(1, y[nb], bonus.expand(c, k))
-        correct += int((votes.argmax(1) == y[s : s + c]).sum())
+        nb_labels = y[sim.topk(k, dim=1).indices]  # (c, k), nearest first
+        counts = torch.zeros(c, n_labels).scatter_add_(1, nb_labels, torch.ones(c, k))
+        nearest = torch.zeros(c, n_labels).scatter_reduce_(
+            1, nb_labels, nearness.expand(c, k), reduce="amax"
+        )
+        correct += int(((counts + nearest).argmax(1) == y[s : s + c]).sum())
     return correct / n
 
 
