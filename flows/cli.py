@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from pipeline import cli as base
 from pipeline.errors import PipelineError
@@ -18,7 +17,7 @@ from pipeline.errors import PipelineError
 app = base.app
 server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
 app.add_typer(server_app, name="server")
-out = Console()
+out = base.out
 
 # the Prefect-backed `run` replaces the plain one registered by pipeline.cli
 app.registered_commands = [

@@ -22,6 +22,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch public ones.")
 app.add_typer(data_app, name="data")
 console = Console(stderr=True)
+# tables on stdout; when piped (no terminal width) rich would wrap at 80 columns
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")
@@ -77,12 +79,12 @@ def _print_stage_table(ctx) -> None:
         table.add_row(
             res.stage, "skipped" if res.skipped else "computed", f"{res.seconds:.2f}", res.key, rows
         )
-    Console().print(table)
+    out.print(table)
     if "evaluate" in ctx.results:
         from pipeline.report import metrics_table
 
-        Console().print(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
-    Console().print(
+        out.print(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
+    out.print(
         f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
     )
 
@@ -176,7 +178,7 @@ def sql(
         shown = rows if limit <= 0 else rows[:limit]
         for row in shown:
             table.add_row(*("NULL" if v is None else str(v) for v in row))
-        Console(width=max(120, Console().width)).print(table)
+        out.print(table)
         if len(shown) < len(rows):
             console.print(f"({len(rows)} rows, {len(shown)} shown; --limit 0 for all)")
     else:
@@ -213,7 +215,7 @@ def recommend(
     ):
         extra = [f"{s:.3f}" for s in rec.head_scores[i - 1]] if rec.head_scores else []
         table.add_row(str(i), str(item), src, title or "", f"{score:.3f}", *extra)
-    Console().print(table)
+    out.print(table)
 
 
 @app.command("config")

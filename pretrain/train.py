@@ -139,7 +139,7 @@ def plain_projection(text_emb: np.ndarray, d: int, std: float, seed: int = 0) ->
     """
     x = np.asarray(text_emb, dtype=np.float64)
     x = x - x.mean(0, keepdims=True)
-    vals, vecs = np.linalg.eigh(x.T @ x)  # ascending
+    _, vecs = np.linalg.eigh(x.T @ x)  # eigenvalues ascending
     r = min(d, x.shape[1], max(len(x) - 1, 1))
     axes = vecs[:, ::-1][:, :r]
     axes = axes * np.sign(axes[np.abs(axes).argmax(0), np.arange(r)])

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from storage import Artifact
 
 NAME = "pretrain"
-VERSION = "1"
+VERSION = "2"  # 2: per-facet projector parameters (no cross-facet Adam state)
 log = logging.getLogger("fame")
 
 

@@ -43,9 +43,16 @@ def upstream(cfg: RunConfig) -> list[str]:
     return ["ingest", *extra]
 
 
+# version of the unsupervised projection behind init=text (2: PCA with fixed axis signs)
+TEXT_PROJECTION_VERSION = 2
+
+
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
-    return {"model": cfg.section("model"), "train": train, "init": cfg.section("init")}
+    key = {"model": cfg.section("model"), "train": train, "init": cfg.section("init")}
+    if cfg.init.method == "text":
+        key["text_projection"] = TEXT_PROJECTION_VERSION
+    return key
 
 
 def split_data(sequences: pa.Table, num_items: int) -> SplitData:
