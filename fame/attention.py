@@ -7,17 +7,19 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def attention_mask(seq: torch.Tensor) -> torch.Tensor:
-    """(B, 1, T, T) boolean mask, True = may attend: causal, padding keys masked.
+def attention_mask(seq: torch.Tensor, segments: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, 1, T, T) boolean mask, True = may attend: causal, within the query's own segment.
 
-    A position may always attend to itself, so left-padding rows (all keys padding) get a
-    defined output instead of NaN; those rows carry no loss and no prediction.
+    ``segments`` (B, T) numbers the sequences packed in a row (0 = padding); without it every row
+    is one left-padded sequence. Padding keys are masked. A position may always attend to itself,
+    so padding queries get a defined output instead of NaN; they carry no loss and no prediction.
     """
     T = seq.shape[1]
+    seg = (seq != 0).long() if segments is None else segments
     causal = torch.ones(T, T, dtype=torch.bool, device=seq.device).tril()
-    keys = (seq != 0)[:, None, None, :]  # (B, 1, 1, T)
+    same = (seg[:, :, None] == seg[:, None, :]) & (seg != 0)[:, None, :]  # (B, T, T)
     eye = torch.eye(T, dtype=torch.bool, device=seq.device)
-    return (causal & keys) | eye
+    return ((same & causal) | eye)[:, None]
 
 
 class FeedForward(nn.Module):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from fame.config import ModelConfig
@@ -33,12 +34,15 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | Path, map_location: str = "cpu"
+    path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[SeqRecModel, dict[str, Any]]:
-    """Rebuild the model from ``config.json`` and load its weights (no pickle involved)."""
+    """Rebuild the model from ``config.json`` and load its weights (no pickle involved).
+
+    The model comes back in eval mode on ``map_location``, with the ``extra`` dict saved beside it.
+    """
     path = Path(path)
     meta = json.loads((path / CONFIG).read_text())
     model = SeqRecModel(ModelConfig(**meta["model"]), meta["num_items"])
-    model.load_state_dict(load_file(path / WEIGHTS, device=map_location))
-    model.eval()
+    model.load_state_dict(load_file(path / WEIGHTS))
+    model.to(map_location).eval()
     return model, meta.get("extra", {})

@@ -53,7 +53,7 @@ class TrainConfig:
     seed: int = 42
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     amp: bool = True  # bf16 autocast, CUDA only
-    logit_chunk: int = 1024  # positions per logits chunk: bounds memory for any |V|
+    logit_chunk: int = 4096  # positions per logits chunk (and at most 2^25 logits): bounds memory
     eval_batch_size: int = 1024  # users per evaluation chunk
     exclude_history: bool = True
     eval_every: int = 1

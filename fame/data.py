@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -68,9 +68,10 @@ def history_windows(
 def train_batches(
     data: SplitData, length: int, batch_size: int, generator: torch.Generator
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled (input, target) batches: input = train[:-1], target = train[1:], last L positions.
+    """Shuffled left-padded (input, target) windows: input = train[:-1], target = train[1:].
 
-    Users with fewer than two train items have no (input, target) pair and are skipped.
+    Each example is one user's train sequence, cut to its last ``length`` positions; users with
+    fewer than two train items have no (input, target) pair and are skipped. (B, length) each.
     """
     lengths = np.diff(data.offsets)
     users = np.flatnonzero(lengths >= 2)
@@ -81,3 +82,58 @@ def train_batches(
         inp = windows(data.items, s, e - 1, length)
         tgt = windows(data.items, s + 1, e, length)
         yield torch.from_numpy(inp), torch.from_numpy(tgt)
+
+
+class Packed(NamedTuple):
+    """Several sequences per row, each in its own segment: (R, W) tensors.
+
+    A sequence of n items sits in consecutive columns of one row with positions L-n .. L-1 (the
+    same right-aligned positions it has in a left-padded window) and a segment id that is unique
+    in the batch; 0 marks padding. Attention never crosses segments, so the model computes exactly
+    what it computes on the padded windows, without spending most of its work on padding.
+    """
+
+    items: torch.Tensor  # (R, W) input items
+    targets: torch.Tensor  # (R, W) next items, 0 = no loss
+    positions: torch.Tensor  # (R, W) position ids in [0, L)
+    segments: torch.Tensor  # (R, W) segment ids, 0 = padding
+
+
+def first_fit_rows(lengths: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """First-fit-decreasing bin packing: (row, first column) of each sequence in rows of ``width``.
+
+    Bin packing is sequential by nature; the loop runs over one batch (a few hundred small ints).
+    """
+    row = np.empty(len(lengths), dtype=np.int64)
+    col = np.empty(len(lengths), dtype=np.int64)
+    room = np.empty(len(lengths), dtype=np.int64)  # free columns of each opened row
+    opened = 0
+    for b in np.argsort(-lengths, kind="stable").tolist():
+        n = lengths[b]
+        fits = np.flatnonzero(room[:opened] >= n)
+        r = int(fits[0]) if len(fits) else opened
+        if r == opened:
+            room[r] = width
+            opened += 1
+        row[b], col[b] = r, width - room[r]
+        room[r] -= n
+    return row, col
+
+
+def pack(inp: torch.Tensor, tgt: torch.Tensor, max_len: int) -> Packed:
+    """Pack left-padded (B, T) windows into as few rows as first-fit-decreasing allows."""
+    inp_np, tgt_np = inp.numpy(), tgt.numpy()
+    B, T = tgt_np.shape
+    lengths = (tgt_np > 0).sum(1)  # (B,) inputs and targets have the same padding
+    width = max(int(lengths.max(initial=0)), 1)
+    row, col = first_fit_rows(lengths, width)
+    b, j = np.nonzero(tgt_np > 0)  # real positions, row-major: in order within each sequence
+    k = j - (T - lengths[b])  # index inside the sequence
+    r, c = row[b], col[b] + k
+    R = int(row.max(initial=-1)) + 1
+    out = np.zeros((4, R, width), dtype=np.int64)
+    out[0, r, c] = inp_np[b, j]
+    out[1, r, c] = tgt_np[b, j]
+    out[2, r, c] = max_len - lengths[b] + k
+    out[3, r, c] = b + 1
+    return Packed(*torch.from_numpy(out))

@@ -10,7 +10,8 @@ import torch
 
 from fame.config import TrainConfig
 from fame.data import SplitData, history_windows
-from fame.metrics import metrics_from_ranks, rank_targets
+from fame.losses import MAX_LOGITS
+from fame.metrics import exclude, metrics_from_ranks, rank_targets
 from fame.model import SeqRecModel
 
 
@@ -51,24 +52,28 @@ def evaluate(
     model.eval()
     offsets, items = data.inputs(split)
     targets = data.targets(split)
-    E = model.item_embeddings()
+    topk = min(topk, data.num_items)
+    Et = model.item_embeddings().T.contiguous()  # (d, |V|+1): the fastest layout for u @ E^T
+    chunk = max(1, min(cfg.eval_batch_size, MAX_LOGITS // Et.shape[1], data.num_users))
+    # reused: a fresh allocation this large is page-faulted in on every chunk
+    scores_buf = torch.empty(chunk, Et.shape[1], dtype=Et.dtype, device=device)
     ranks = np.empty(data.num_users, dtype=np.int64)
     top = np.empty((data.num_users, topk), dtype=np.int64)
     L = model.cfg.max_len
     # users in order of history length, so each chunk is only as wide as its longest window
     lengths = np.minimum(np.diff(offsets), L)
     order = np.argsort(lengths, kind="stable")
-    for s in range(0, data.num_users, cfg.eval_batch_size):
-        rows = order[s : s + cfg.eval_batch_size]
+    for s in range(0, data.num_users, chunk):
+        rows = order[s : s + chunk]
         width = max(int(lengths[rows].max()), 1)
         seq = torch.from_numpy(history_windows(offsets, items, rows, width)).to(device)
-        scores = (model(seq, last_only=True)[:, -1] @ E.T).float()  # one (B × d)·(d × |V|) product
+        u = model(seq, last_only=True)[:, -1]  # (b, d)
+        scores = torch.mm(u.to(Et.dtype), Et, out=scores_buf[: len(rows)])  # (b, |V|+1)
         hist = history_pairs(offsets, items, rows).to(device) if cfg.exclude_history else None
         tgt = torch.from_numpy(targets[rows]).to(device)
         ranks[rows] = rank_targets(scores, tgt, hist).cpu().numpy()
-        if hist is not None:  # the target was put back for ranking; top-k lists exclude history
-            scores[hist[0], hist[1]] = -torch.inf
-        if topk:
+        if topk:  # the target was kept for ranking; the top-k lists exclude the whole history
+            exclude(scores, hist)
             top[rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
     model.train(was_training)
     return EvalResult(ranks, top, metrics_from_ranks(ranks, tuple(cfg.ks)))

@@ -13,75 +13,105 @@ import torch.nn.functional as F
 
 from fame.config import TrainConfig
 
+MAX_LOGITS = 1 << 25  # logits held at once (128 MB of float32), whatever |V| is
+
 
 class NextItemLoss(Protocol):
     def __call__(self, u: torch.Tensor, targets: torch.Tensor, E: torch.Tensor) -> torch.Tensor: ...
 
 
-class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """Mean full-softmax CE over all items, logits built ``chunk`` rows at a time.
+def _compute_dtype(device: torch.device, acc: torch.dtype) -> torch.dtype:
+    """Matmul operand dtype: the autocast dtype when autocast is on (bf16 on CUDA), else ``acc``."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.get_autocast_dtype(device.type)
+    return acc
 
-    The gradient of a mean CE w.r.t. the logits is known in the forward pass
-    ((softmax - onehot) / P), so each chunk's logits are turned into gradients for u and E and
-    dropped at once: memory is O(chunk × |V|) whatever P is, and the cost stays three matmuls.
+
+def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, acc: torch.dtype, out=None):
+    """a @ b with operands in ``dtype`` and the result in ``acc`` (written into ``out`` if given)."""
+    if dtype == acc:
+        return torch.mm(a.to(acc), b.to(acc), out=out)
+    r = torch.mm(a.to(dtype), b.to(dtype)).to(acc)
+    return r if out is None else out.copy_(r)
+
+
+def chunked_ce(
+    u: torch.Tensor, E: torch.Tensor, targets: torch.Tensor, buf: torch.Tensor, grads: bool
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Mean full-softmax CE over items 1..|V| and, if ``grads``, its gradients for u and E.
+
+    The logits are built ``len(buf)`` rows at a time in the workspace ``buf`` (c, |V|+1) (float32)
+    and never leave it: the gradient of a mean CE w.r.t. the logits is known in the forward pass
+    ((softmax - onehot) / P), so each chunk is turned into gradients at once. Memory is one
+    workspace whatever P is; the cost is three (c × d)·(d × |V|)-sized products per chunk.
     """
-
-    @staticmethod
-    def forward(
-        ctx, u: torch.Tensor, E: torch.Tensor, targets: torch.Tensor, chunk: int
-    ) -> torch.Tensor:
-        P = u.shape[0]
-        acc = torch.promote_types(u.dtype, torch.float32)  # bf16 inputs, float32 softmax
-        total = torch.zeros((), dtype=acc, device=u.device)
-        grad_u = torch.empty_like(u)
-        grad_E = torch.zeros(E.shape, dtype=acc, device=E.device)
+    P, chunk, acc = len(targets), buf.shape[0], buf.dtype
+    dtype = _compute_dtype(u.device, acc)
+    u, E = u.detach(), E.detach()
+    with torch.autocast(u.device.type, enabled=False):  # dtypes are chosen explicitly below
+        Et = E.T.contiguous()  # (d, |V|+1): the fastest layout for the logits product
+        loss = torch.zeros((), dtype=acc, device=u.device)
+        grad_u = torch.empty(u.shape, dtype=acc, device=u.device) if grads else None
+        grad_E = torch.zeros(E.shape, dtype=acc, device=E.device) if grads else None
         for s in range(0, P, chunk):
             uc, tc = u[s : s + chunk], targets[s : s + chunk]
-            logits = (uc @ E.T).to(acc)  # (c, |V|+1)
-            logits[:, 0] = -torch.inf
-            target_logit = logits.gather(1, tc[:, None])
-            row_max = logits.amax(dim=1, keepdim=True)
-            probs = logits.sub_(row_max).exp_()  # in place: one (c, |V|+1) buffer per chunk
-            norm = probs.sum(dim=1, keepdim=True)
-            total += (norm.log() + row_max - target_logit).sum()
-            probs = probs.div_(norm * P)  # softmax / P
-            probs[torch.arange(len(tc), device=u.device), tc] -= 1.0 / P
-            probs = probs.to(u.dtype)
-            grad_u[s : s + chunk] = probs @ E
-            grad_E.addmm_(probs.T.to(acc), uc.to(acc))
-        ctx.save_for_backward(grad_u, grad_E.to(E.dtype))
-        return total / P
+            logits = _mm(uc, Et, dtype, acc, out=buf[: len(tc)])  # (c, |V|+1)
+            logits[:, 0] = -torch.inf  # padding is never a candidate
+            target = logits.gather(1, tc[:, None])
+            top = logits.amax(dim=1, keepdim=True)
+            probs = logits.sub_(top).exp_()  # unnormalised softmax, in place
+            z = probs.sum(dim=1, keepdim=True)  # (c, 1)
+            loss += (z.log() + top - target).sum()
+            if grads:
+                # the 1/z row scale and the one-hot part go to the small (c, d) and (|V|+1, d)
+                # factors instead of two more passes over the (c, |V|+1) probabilities
+                grad_u[s : s + chunk] = _mm(probs, E, dtype, acc).div_(z).sub_(E[tc])
+                grad_E += _mm(probs.T, uc / z, dtype, acc)
+                grad_E.index_add_(0, tc, uc.to(acc), alpha=-1.0)
+    if grads:
+        grad_u, grad_E = grad_u.div_(P).to(u.dtype), grad_E.div_(P).to(E.dtype)
+    return loss / P, grad_u, grad_E
+
+
+class _FullCEFunction(torch.autograd.Function):
+    """Autograd wrapper: the gradients computed with the loss are returned by ``backward``."""
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):
+    def forward(ctx, u, E, targets, buf):
+        loss, grad_u, grad_E = chunked_ce(u, E, targets, buf, grads=True)
+        ctx.save_for_backward(grad_u, grad_E)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_out):
         grad_u, grad_E = ctx.saved_tensors
         return grad_u * grad_out, grad_E * grad_out, None, None
 
 
 class FullCE:
-    """Full-softmax cross-entropy over all items (the default)."""
+    """Full-softmax cross-entropy over all items (the default), in chunks of positions."""
 
-    MAX_ELEMENTS = 1 << 24  # one logits chunk stays under 64 MB of float32 whatever |V| is
+    MAX_LOGITS = MAX_LOGITS
 
     def __init__(self, chunk: int):
         self.chunk = chunk
+        self.buf: torch.Tensor | None = None
+
+    def workspace(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
+        """A (rows, cols) buffer kept between calls: a fresh allocation this large is page-faulted
+        in on every chunk, which costs as much as a logits product on a CPU. float32 at least."""
+        n, dtype = rows * cols, torch.promote_types(like.dtype, torch.float32)
+        buf = self.buf
+        if buf is None or buf.numel() < n or buf.device != like.device or buf.dtype != dtype:
+            buf = self.buf = torch.empty(n, dtype=dtype, device=like.device)
+        return buf[:n].view(rows, cols)
 
     def __call__(self, u, targets, E):
-        rows = max(1, min(self.chunk, self.MAX_ELEMENTS // E.shape[0]))
-        if not torch.is_grad_enabled() or not (u.requires_grad or E.requires_grad):
-            return chunked_ce_value(u, targets, E, rows)
-        return _ChunkedSoftmaxCE.apply(u, E, targets, rows)
-
-
-def chunked_ce_value(u, targets, E, chunk: int) -> torch.Tensor:
-    """The same loss value without gradients (evaluation of the loss only)."""
-    acc = torch.promote_types(u.dtype, torch.float32)
-    total = torch.zeros((), dtype=acc, device=u.device)
-    for s in range(0, u.shape[0], chunk):
-        logits = (u[s : s + chunk] @ E.T).to(acc)
-        logits[:, 0] = -torch.inf
-        total += F.cross_entropy(logits, targets[s : s + chunk], reduction="sum")
-    return total / u.shape[0]
+        rows = max(1, min(self.chunk, self.MAX_LOGITS // E.shape[0], len(targets)))
+        buf = self.workspace(rows, E.shape[0], E)
+        if torch.is_grad_enabled() and (u.requires_grad or E.requires_grad):
+            return _FullCEFunction.apply(u, E, targets, buf)
+        return chunked_ce(u, E, targets, buf, grads=False)[0]
 
 
 class BCEOneNegative:

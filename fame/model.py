@@ -49,34 +49,41 @@ class SeqRecModel(nn.Module):
             self.item_emb.weight[0].zero_()
         if self.cfg.name == "fame":
             nn.init.normal_(self.last.router, std=std)
+            # W_f^h starts as the selector of slice h: u then has the scale of SASRec's x_t, and
+            # with a random E any orthonormal W_f^h is the same in distribution
             self.select_facet_slices()
 
     @torch.no_grad()
     def select_facet_slices(self) -> None:
         """W_f^h = selector of slice h, so head h starts by reading E[v][h d' : (h+1) d']."""
         H, dh = self.cfg.heads, self.cfg.head_dim
-        self.facet_proj.zero_()
-        for h in range(H):  # H tiny parameter writes at init, not a hot path
-            self.facet_proj[h, h * dh : (h + 1) * dh, :] = torch.eye(dh)
+        blocks = torch.eye(H)[:, :, None, None] * torch.eye(dh)  # (H, H, d', d'): I on h = h'
+        self.facet_proj.copy_(blocks.reshape(H, H * dh, dh))
 
     def item_embeddings(self) -> torch.Tensor:
         """E: (num_items + 1, d), row 0 is padding and zero."""
         return self.item_emb.weight
 
-    def encode(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        seq: torch.Tensor,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Output of the last block: (B, T, d) for SASRec, (B, H, T, d') per-head F for FAME.
 
-        ``last_only`` runs the last block's queries at the final position only (T becomes 1):
-        prediction needs nothing else, and it saves most of the last block's cost.
+        ``seq`` is left-padded, one sequence per row, unless ``positions`` and ``segments``
+        (B, T) describe packed rows (``fame.data.pack``). ``last_only`` runs the last block's
+        queries at the final position only (T becomes 1): prediction needs nothing else.
         """
-        T = seq.shape[1]
-        if self.cfg.max_len < T:
-            raise ValueError(f"sequence length {T} exceeds model.max_len = {self.cfg.max_len}")
-        pos = torch.arange(
-            self.cfg.max_len - T, self.cfg.max_len, device=seq.device
-        )  # right-aligned
-        x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(pos)))
-        mask = attention_mask(seq)
+        T, L = seq.shape[1], self.cfg.max_len
+        if positions is None:
+            if L < T:
+                raise ValueError(f"sequence length {T} exceeds model.max_len = {L}")
+            positions = torch.arange(L - T, L, device=seq.device)  # right-aligned
+        x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(positions)))
+        mask = attention_mask(seq, segments)
         for block in self.blocks:
             x = block(x, mask)
         return self.last(x, mask, last_only)
@@ -88,9 +95,18 @@ class SeqRecModel(nn.Module):
             return heads.new_full((B, T, H), 1.0 / H)
         return torch.softmax(self.gate(heads.transpose(1, 2).reshape(B, T, H * dh)), dim=-1)
 
-    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Fused user vectors u at every position (B, T, d), or (B, 1, d); score_v = <E[v], u>."""
-        out = self.encode(seq, last_only)
+    def forward(
+        self,
+        seq: torch.Tensor,
+        last_only: bool = False,
+        positions: torch.Tensor | None = None,
+        segments: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Fused user vectors u at every position (B, T, d), or (B, 1, d); score_v = <E[v], u>.
+
+        For SASRec u is the last block's output x_t itself. Arguments as in ``encode``.
+        """
+        out = self.encode(seq, last_only, positions, segments)
         if self.cfg.name != "fame":
             return out
         B, H, T, dh = out.shape
@@ -120,7 +136,9 @@ class SeqRecModel(nn.Module):
     def load_item_init(
         self, emb: torch.Tensor, select_facets: bool = True, freeze: bool = False
     ) -> None:
-        """Start from a given E (row 0 forced to zero); head h reads slice h (§6.7)."""
+        """Start from a given E (row 0 forced to zero); ``select_facets``: W_f^h = selector of
+        slice h, so head h starts from facet h (§6.7), else W_f is left as it is. ``freeze``
+        keeps E fixed during training."""
         if emb.shape != self.item_emb.weight.shape:
             raise ValueError(
                 f"initial embeddings {tuple(emb.shape)} != {tuple(self.item_emb.weight.shape)}"

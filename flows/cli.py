@@ -1,36 +1,58 @@
-"""The ``fame`` console script: the pipeline CLI plus the Prefect commands (run, serve, server,
-demo). Prefect stays in ``flows/``; ``pipeline.cli`` knows nothing of it."""
+"""The ``fame`` console script: the pipeline CLI (``pipeline.cli``) plus the Prefect commands:
+``run`` as a Prefect flow, ``serve``, ``server start|stop|status`` and ``demo``.
+
+Prefect is imported inside the commands, after the environment is set: its settings are read
+at import.
+"""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.table import Table
 
+from flows.state import DEFAULT_PORT, state_dir
 from pipeline import cli as base
+from pipeline.config import ConfigError, parse_value
 from pipeline.errors import PipelineError
 
-app = base.app
+# pipeline.cli's commands and groups, in a new app (pipeline.cli.app itself stays Prefect-free);
+# the Prefect-backed `run` below takes the place of the plain one
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=base.app.info.help)
+app.registered_commands = list(base.app.registered_commands)
+app.registered_groups = list(base.app.registered_groups)
+_PLAIN_RUN = next(i for i, c in enumerate(app.registered_commands) if c.callback is base.run)
 server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
 app.add_typer(server_app, name="server")
 out = base.out
 
-# the Prefect-backed `run` replaces the plain one registered by pipeline.cli
-app.registered_commands = [
-    c
-    for c in app.registered_commands
-    if c.name != "run" and getattr(c.callback, "__name__", "") != "run"
-]
+PortOpt = Annotated[int, typer.Option(help="port of the local server on 127.0.0.1")]
+
+
+def _overrides(sets: list[str] | None) -> dict[str, Any]:
+    """``--set train.epochs=3`` strings as the flow's ``overrides`` dict."""
+    overrides: dict[str, Any] = {}
+    for text in sets or []:
+        if "=" not in text:
+            base._fail(ConfigError(f"override {text!r} must look like section.key=value"))
+        key, raw = text.split("=", 1)
+        overrides[key.strip()] = parse_value(raw.strip())
+    return overrides
 
 
 @app.command()
 def run(
     config: base.ConfigOpt = "ml-100k",
-    stages: Annotated[str | None, typer.Option(help="comma-separated subset of stages")] = None,
+    stages: Annotated[
+        str | None,
+        typer.Option(help="comma-separated subset of stages (default: all the config needs)"),
+    ] = None,
     force: base.ForceOpt = None,
     sets: base.SetOpt = None,
     data_dir: base.DataDirOpt = None,
@@ -39,62 +61,98 @@ def run(
         bool,
         typer.Option(
             "--prefect/--no-prefect",
-            help="run as a Prefect flow (ephemeral "
-            "mode unless PREFECT_API_URL is set) or plainly in-process",
+            help="run as the Prefect flow `fame` (on the local server when it runs or "
+            "PREFECT_API_URL is set, else Prefect's ephemeral mode), or plainly in-process",
         ),
     ] = True,
 ) -> None:
-    """Run the pipeline in-process: ingest → encode → pretrain → train → evaluate (cached stages skipped)."""
+    """Run the pipeline in-process as the Prefect flow `fame` (cached stages are skipped)."""
     stage_list = stages.split(",") if stages else None
     if not prefect:
         base._run(config, sets, data_dir, stage_list, force, quiet)
         return
-    from flows.flow import fame
-    from pipeline.config import parse_value
+    from flows.server import status
+    from flows.state import use_prefect_env
 
-    overrides: dict = {}
-    for text in sets or []:
-        key, _, raw = text.partition("=")
-        overrides[key.strip()] = parse_value(raw.strip())
+    server = status()
+    url = use_prefect_env(server["port"] if server.get("healthy") else None)
+    base.console.print(
+        f"Prefect: {url}" if url else "Prefect: ephemeral mode (no server; `fame server start`)"
+    )
+    from flows.flow import fame
+
     try:
         result = fame(
             config=config,
-            overrides=overrides,
+            overrides=_overrides(sets),
             stages=stage_list,
             force=force or [],
             data_dir=str(data_dir) if data_dir else None,
         )
-    except (PipelineError, ValueError) as exc:
+    except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
         base._fail(exc)
         return
-    out.print_json(json.dumps(result))
-    _print_metrics(result)
+    _print_result(result)
 
 
-def _print_metrics(result: dict) -> None:
-    ev = result.get("stages", {}).get("evaluate")
-    if ev:
+app.registered_commands[_PLAIN_RUN] = app.registered_commands.pop()  # `run` where it was
+
+
+def _print_result(result: dict) -> None:
+    table = Table(title=f"run {result['run_id']}")
+    for col in ("stage", "status", "seconds", "task seconds", "key"):
+        table.add_column(col)
+    for stage, r in result["stages"].items():
+        table.add_row(
+            stage,
+            "skipped" if r["skipped"] else "computed",
+            f"{r['seconds']:.2f}",
+            f"{r['wall_seconds']:.2f}",
+            r["key"],
+        )
+    out.print(table)
+    if ev := result["stages"].get("evaluate"):
         from pipeline.report import metrics_table
 
         out.print(metrics_table(Path(result["catalog"]).parent, ev["key"]))
-    out.print(f"catalog: {result['catalog']}")
+    out.print(
+        f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(Path(result["catalog"]).parent)} "select * from stages")'
+    )
+
+
+def _root_opt(root: Path) -> str:
+    """`` --artifacts ROOT`` when ``fame sql`` would not find ``root`` by default."""
+    default = Path(os.environ.get("FAME_HOME", "artifacts")).resolve()
+    return "" if root.resolve() == default else f" --artifacts {root}"
 
 
 @app.command()
-def serve() -> None:
-    """Serve the deployments fame/full-pipeline, fame/ingest … fame/evaluate from this process."""
+def serve(
+    poll_seconds: Annotated[
+        float, typer.Option(help="how often to ask the server for new flow runs")
+    ] = 5.0,
+) -> None:
+    """Serve the deployments fame/full-pipeline and fame/<stage> (server: PREFECT_API_URL or local)."""
+    from flows.server import status
+    from flows.state import use_prefect_env
+
+    if "PREFECT_API_URL" not in os.environ:
+        server = status()
+        if not server.get("healthy"):
+            base._fail(
+                PipelineError("no Prefect server: run `fame server start` or set PREFECT_API_URL")
+            )
+        use_prefect_env(server["port"])
     from prefect import serve as prefect_serve
 
     from flows.flow import deployments
-    from flows.state import use_local_server
 
-    use_local_server()
-    prefect_serve(*deployments())
+    prefect_serve(*deployments(), query_seconds=poll_seconds)
 
 
 @server_app.command("start")
-def server_start(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 4200) -> None:
-    """Start the Prefect server in the background and wait until it is healthy."""
+def server_start(port: PortOpt = DEFAULT_PORT) -> None:
+    """Start the Prefect server in the background; wait until /api/health answers."""
     from flows.server import ServerError, start
 
     try:
@@ -102,15 +160,14 @@ def server_start(port: Annotated[int, typer.Option(help="port on 127.0.0.1")] = 
     except ServerError as exc:
         base._fail(exc)
         return
-    out.print(
-        f"Prefect server healthy at {info['url']} (UI {info.get('ui')}), pid {info['pid']}, log {info['log']}"
-    )
+    verb = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "already running"
+    out.print(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
     out.print(f"export PREFECT_API_URL={info['url']}")
 
 
 @server_app.command("stop")
 def server_stop() -> None:
-    """Stop the server and the background `fame serve` started by `fame demo`."""
+    """Stop the server (and the background `fame serve` of `fame demo`)."""
     from flows.server import stop
 
     stopped = stop()
@@ -119,53 +176,105 @@ def server_stop() -> None:
 
 @server_app.command("status")
 def server_status() -> None:
-    """Print the server's URL, pid and health."""
-    from flows.server import status
+    """Print the server's URL, pid and health (exit code 1 when it is not healthy)."""
+    from flows.server import serve_status, status
 
-    out.print_json(json.dumps(status()))
+    info = status()
+    if info.get("running"):
+        health = "healthy" if info["healthy"] else "NOT healthy"
+        out.print(f"server {health}: {info['url']} (UI {info['ui']}), pid {info['pid']}")
+        out.print(f"  state: {state_dir()}  log: {info['log']}")
+    else:
+        out.print(f"no server running (state dir {state_dir()})")
+    serve = serve_status()
+    if serve.get("running"):
+        out.print(f"fame serve: pid {serve['pid']}, log {serve['log']}")
+    if not info.get("healthy"):
+        raise typer.Exit(1)
 
 
 @app.command()
 def demo(
     config: base.ConfigOpt = "ml-100k",
-    port: Annotated[int, typer.Option(help="server port on 127.0.0.1")] = 4200,
+    sets: base.SetOpt = None,
+    port: PortOpt = DEFAULT_PORT,
+    stop: Annotated[
+        bool, typer.Option("--stop", help="stop the server and `fame serve`, then exit")
+    ] = False,
 ) -> None:
-    """Start the server and `fame serve`, run fame/full-pipeline through Prefect, print the results."""
-    from flows.server import PREFECT, ServerError, start, start_serve
+    """Start the server and `fame serve`, run fame/full-pipeline, print the metrics."""
+    from flows.server import ServerError, prefect_cmd, start, start_serve
+    from flows.server import stop as stop_all
     from flows.state import prefect_env
-    from pipeline.config import load_config
-    from pipeline.report import metrics_table
-    from pipeline.runner import plan_keys
 
+    if stop:
+        stopped = stop_all()
+        out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        return
+    overrides = _overrides(sets)
+    cfg = base._load(config, sets, None)  # fail on a bad config before starting anything
     try:
         info = start(port)
-        out.print(f"[1/3] Prefect server healthy at {info['ui']}")
-        start_serve()
-        out.print(
-            "[2/3] `fame serve` is serving fame/full-pipeline and the single-stage deployments"
-        )
+        how = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "running"
+        out.print(f"[1/3] Prefect server {how}: {info['ui']}")
+        serve = start_serve(info["port"])
     except ServerError as exc:
         base._fail(exc)
         return
-    params = json.dumps({"config": config})
-    out.print(f"[3/3] prefect deployment run fame/full-pipeline --params '{params}' --watch")
-    done = subprocess.run(
-        [PREFECT, "deployment", "run", "fame/full-pipeline", "--params", params, "--watch"],
-        env=prefect_env(),
-    )
+    if serve.get("cwd", os.getcwd()) != os.getcwd():
+        base.console.print(
+            f"[yellow]note:[/] `fame serve` runs in {serve['cwd']}; its ./artifacts is used"
+        )
+    out.print(f"[2/3] `fame serve` (pid {serve['pid']}) serves fame/full-pipeline and fame/<stage>")
+    params: dict[str, Any] = {"config": config}
+    if overrides:
+        params["overrides"] = overrides
+    cmd = [*prefect_cmd(), "deployment", "run", "fame/full-pipeline", "--watch"]
+    cmd += ["--params", json.dumps(params)]
+    out.print(f"[3/3] prefect deployment run fame/full-pipeline --watch --params '{cmd[-1]}'")
+    sys.stdout.flush()
+    done = subprocess.run(cmd, env=prefect_env(info["port"]))
     if done.returncode != 0:
-        base._fail(PipelineError("the flow run failed; see the Prefect UI and .state/serve.log"))
-    cfg = load_config(config)
+        base._fail(
+            PipelineError(
+                f"the flow run did not complete; see {info['ui']} and {serve['log']} "
+                "(stages that finished are cached: rerun `fame demo` to resume)"
+            )
+        )
+    from pipeline.report import metrics_table
+    from pipeline.runner import plan_keys
+
     root = cfg.artifacts_dir()
+    catalog, opt = root / "catalog.duckdb", _root_opt(root)
+    _print_latest_run(root)
     out.print(metrics_table(root, plan_keys(cfg)["evaluate"]))
-    out.print(f"""
-Artifacts: {root}   catalog: {root / "catalog.duckdb"}
-  fame sql "select stage, status, seconds from stages order by started_at desc limit 5"
-  duckdb -readonly {root / "catalog.duckdb"}
-Prefect UI: {info["ui"]}   (runs, task graph, the 'fame-run' markdown artifact)
-Run again:  prefect deployment run fame/full-pipeline --watch   (cached stages are skipped)
-Stop all:   {Path(sys.executable).with_name("fame")} server stop""")
+    out.print(
+        f"""
+Artifacts   {root}
+  fame sql{opt} "select run_id, stage, status, seconds from stages order by started_at desc limit 5"
+  fame sql{opt} "select * from metrics where split = 'test'"
+  duckdb -readonly {catalog}
+Prefect UI  {info["ui"]}  (flow runs, the task graph, the 'fame-run' artifact)
+Run again   fame demo, or: PREFECT_API_URL={info["url"]} prefect deployment run fame/full-pipeline --watch
+            (deployments fame/ingest … fame/evaluate run one stage; --param/--params override)
+Stop        fame demo --stop   (the server and `fame serve`; logs in {state_dir()})"""
+    )
 
 
-def main() -> None:  # pragma: no cover
+def _print_latest_run(root: Path) -> None:
+    """The stages of the newest run in the catalog: computed, or skipped because cached."""
+    from storage import query
+
+    cols, rows = query(
+        root,
+        "SELECT stage, status, round(seconds, 2) AS seconds, key FROM stages WHERE run_id = "
+        "(SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) ORDER BY started_at",
+    )
+    table = Table(*cols, title="this run (skipped = reused from the store)")
+    for row in rows:
+        table.add_row(*(str(v) for v in row))
+    out.print(table)
+
+
+if __name__ == "__main__":
     app()

@@ -1,5 +1,9 @@
-"""A local Prefect server on 127.0.0.1 (state under the state dir), and ``fame serve`` in the
-background for the demo: started, health-checked, stopped by process group."""
+"""The local Prefect server on 127.0.0.1 and the background ``fame serve`` of the demo.
+
+Both run in their own process group with their pid and log under the state dir
+(``server.json``/``server.pid``/``server.log``, ``serve.json``/``serve.log``); ``stop`` ends
+the whole group. Nothing here imports prefect: the server and its clients are subprocesses.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +15,71 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 from flows.state import HOST, api_url, prefect_env, server_file, state_dir
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
-FAME = str(Path(sys.executable).with_name("fame"))
+DEPLOYMENTS = ["full-pipeline", "ingest", "encode", "pretrain", "train", "evaluate"]
 
 
 class ServerError(RuntimeError):
-    pass
+    """The server or ``fame serve`` could not be started; the message says why and where to look."""
+
+
+def prefect_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("prefect")
+    return [str(exe)] if exe.is_file() else [sys.executable, "-m", "prefect"]
+
+
+def fame_cmd() -> list[str]:
+    return [sys.executable, "-m", "flows.cli"]
+
+
+# -- probes ------------------------------------------------------------------------------------
+def _get(url: str, timeout: float) -> int | None:
+    """HTTP status of a GET on loopback, None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (loopback URL)
+            return resp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return None
 
 
 def healthy(port: int, timeout: float = 2.0) -> bool:
-    try:
-        with urllib.request.urlopen(f"{api_url(port)}/health", timeout=timeout) as resp:  # noqa: S310 (loopback)
-            return resp.status == 200
-    except OSError:
-        return False
+    return _get(f"{api_url(port)}/health", timeout) == 200
+
+
+def deployment_exists(port: int, name: str) -> bool:
+    """``name`` is ``flow/deployment``, e.g. ``fame/full-pipeline``."""
+    return _get(f"{api_url(port)}/deployments/name/{name}", 5.0) == 200
 
 
 def port_free(port: int) -> bool:
     with socket.socket() as s:
-        return s.connect_ex((HOST, port)) != 0
+        if s.connect_ex((HOST, port)) == 0:
+            return False
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError, OSError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that has exited: reap it
+            return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except OSError:
@@ -45,31 +87,63 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _ours(pid: int, marker: str) -> bool:
+    """Whether ``pid`` still runs the command we started (pid files outlive reboots)."""
+    try:
+        return marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return _alive(pid)
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
+
+
+# -- the server --------------------------------------------------------------------------------
 def status() -> dict:
-    """{"running", "pid", "port", "url", "healthy"} of the recorded server (if any)."""
-    if not server_file().is_file():
+    """The recorded server: running, healthy, pid, port, url, ui, log (``running`` only if none)."""
+    info = _read(server_file())
+    if not info:
         return {"running": False}
-    info = json.loads(server_file().read_text())
-    info["running"] = _alive(info["pid"])
+    info["running"] = _alive(info["pid"]) and _ours(info["pid"], "prefect")
     info["healthy"] = info["running"] and healthy(info["port"])
     return info
 
 
 def start(port: int = 4200, timeout: float = 180.0) -> dict:
-    """Start ``prefect server start`` bound to 127.0.0.1 and wait until /api/health answers."""
+    """Start ``prefect server start`` on 127.0.0.1:``port`` in the background (its own process
+    group, PREFECT_HOME under the state dir) and wait until ``/api/health`` answers.
+
+    A healthy recorded server is reused as is (whatever its port); ``started`` tells which."""
     current = status()
     if current.get("healthy"):
-        return current
+        return {**current, "started": False}
     if current.get("running"):
-        stop()
+        stop_server()
     if not port_free(port):
-        raise ServerError(f"port {port} on {HOST} is taken; choose another with --port")
+        hint = " (a Prefect server answers there)" if healthy(port, timeout=0.5) else ""
+        raise ServerError(
+            f"port {port} on {HOST} is taken{hint}; pick another with --port, or use that "
+            f"server with PREFECT_API_URL={api_url(port)}"
+        )
     log = state_dir() / "server.log"
-    env = prefect_env(port)
+    begin = time.monotonic()
     with open(log, "ab") as fh:
+        fh.write(f"\n--- fame server start, port {port}, {time.ctime()} ---\n".encode())
+        fh.flush()
         proc = subprocess.Popen(
-            [PREFECT, "server", "start", "--host", HOST, "--port", str(port)],
-            env=env,
+            [*prefect_cmd(), "server", "start", "--host", HOST, "--port", str(port)],
+            env=prefect_env(port),
             stdout=fh,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -81,78 +155,109 @@ def start(port: int = 4200, timeout: float = 180.0) -> dict:
         "url": api_url(port),
         "ui": f"http://{HOST}:{port}",
         "log": str(log),
+        "home": prefect_env(port)["PREFECT_HOME"],
     }
     server_file().write_text(json.dumps(info))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            break
-        if healthy(port):
-            return {**info, "running": True, "healthy": True}
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-2000:] if log.is_file() else ""
-    stop()
-    raise ServerError(f"Prefect server did not become healthy on port {port}; log tail:\n{tail}")
+    (state_dir() / "server.pid").write_text(f"{proc.pid}\n")
+    deadline = begin + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if healthy(port, timeout=1.0):
+            seconds = round(time.monotonic() - begin, 2)
+            info["startup_seconds"] = seconds
+            server_file().write_text(json.dumps(info))
+            return {**info, "running": True, "healthy": True, "started": True}
+        time.sleep(0.25)
+    why = f"exited with code {proc.returncode}" if proc.poll() is not None else "timed out"
+    stop_server()
+    raise ServerError(
+        f"Prefect server on port {port} {why} before /api/health answered "
+        f"(waited {time.monotonic() - begin:.0f}s); tail of {log}:\n{_tail(log)}"
+    )
 
 
-def _kill_group(pid: int, grace: float = 10.0) -> None:
+def _kill_group(pid: int, grace: float = 15.0) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
     except OSError:
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.2)
+        time.sleep(0.1)
     with contextlib.suppress(OSError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL)  # stragglers of the group (flow-run subprocesses)
+    _alive(pid)  # reap
 
 
-def stop() -> list[str]:
-    """Stop the background ``fame serve`` and the server (whole process groups)."""
-    stopped = []
-    serve = state_dir() / "serve.pid"
-    if serve.is_file():
-        _kill_group(int(serve.read_text()))
-        serve.unlink()
-        stopped.append("serve")
-    if server_file().is_file():
-        _kill_group(json.loads(server_file().read_text())["pid"])
-        server_file().unlink()
-        stopped.append("server")
+def stop_server() -> bool:
+    info = _read(server_file())
+    stopped = bool(info) and _alive(info["pid"]) and _ours(info["pid"], "prefect")
+    if stopped:
+        _kill_group(info["pid"])
+    for name in ("server.json", "server.pid"):
+        (state_dir() / name).unlink(missing_ok=True)
     return stopped
 
 
-def start_serve(timeout: float = 120.0) -> int:
-    """Start ``fame serve`` in the background against the local server; wait for its deployments."""
-    pid_file = state_dir() / "serve.pid"
-    if pid_file.is_file() and _alive(int(pid_file.read_text())):
-        return int(pid_file.read_text())
-    log = state_dir() / "serve.log"
-    with open(log, "ab") as fh:
-        proc = subprocess.Popen(
-            [FAME, "serve"],
-            env=prefect_env(),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    pid_file.write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise ServerError(
-                f"`fame serve` exited; see {log}:\n{log.read_text(errors='replace')[-2000:]}"
+# -- fame serve in the background --------------------------------------------------------------
+def serve_status() -> dict:
+    info = _read(state_dir() / "serve.json")
+    if not info:
+        return {"running": False}
+    info["running"] = _alive(info["pid"]) and _ours(info["pid"], "flows.cli")
+    return info
+
+
+def start_serve(port: int, timeout: float = 180.0, poll_seconds: float = 2.0) -> dict:
+    """Start ``fame serve`` against the server on ``port`` in the background (cwd: this one, so
+    flow runs use the same ./artifacts) and wait until every deployment is registered."""
+    current = serve_status()
+    if current.get("running") and current.get("port") == port:
+        proc = None
+        info = {**current, "started": False}
+    else:
+        if current.get("running"):
+            stop_serve()
+        log = state_dir() / "serve.log"
+        with open(log, "ab") as fh:
+            fh.write(f"\n--- fame serve, {time.ctime()} ---\n".encode())
+            fh.flush()
+            proc = subprocess.Popen(
+                [*fame_cmd(), "serve", "--poll-seconds", str(poll_seconds)],
+                env=prefect_env(port),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
-        if deployment_exists("fame/full-pipeline"):
-            return proc.pid
-        time.sleep(1.0)
-    raise ServerError(f"deployments did not appear within {timeout:.0f}s; see {log}")
-
-
-def deployment_exists(name: str) -> bool:
-    env = prefect_env()
-    out = subprocess.run(
-        [PREFECT, "deployment", "inspect", name], env=env, capture_output=True, text=True
+        info = {"pid": proc.pid, "port": port, "cwd": os.getcwd(), "log": str(log)}
+        (state_dir() / "serve.json").write_text(json.dumps(info))
+        info = {**info, "running": True, "started": True}
+    begin = time.monotonic()
+    while time.monotonic() < begin + timeout:
+        if proc is not None and proc.poll() is not None:
+            stop_serve()
+            raise ServerError(
+                f"`fame serve` exited early; tail of {info['log']}:\n{_tail(Path(info['log']))}"
+            )
+        if all(deployment_exists(port, f"fame/{d}") for d in DEPLOYMENTS):
+            return info
+        time.sleep(0.5)
+    stop_serve()
+    raise ServerError(
+        f"the fame deployments did not appear within {timeout:.0f}s; tail of {info['log']}:\n"
+        f"{_tail(Path(info['log']))}"
     )
-    return out.returncode == 0
+
+
+def stop_serve() -> bool:
+    info = _read(state_dir() / "serve.json")
+    stopped = bool(info) and _alive(info["pid"]) and _ours(info["pid"], "flows.cli")
+    if stopped:
+        _kill_group(info["pid"])
+    (state_dir() / "serve.json").unlink(missing_ok=True)
+    return stopped
+
+
+def stop() -> list[str]:
+    """Stop the background ``fame serve`` (if any), then the server; names what was stopped."""
+    return [name for name, fn in (("fame serve", stop_serve), ("server", stop_server)) if fn()]

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+
 from fame.checkpoint import load_checkpoint
 from fame.evaluate import evaluate as evaluate_model
 from fame.trainer import resolve_device
-
 from pipeline.config import RunConfig
 from pipeline.stages.base import StageOutput
 from pipeline.stages.train import CHECKPOINT, split_data

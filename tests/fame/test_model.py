@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from fame.attention import attention_mask
 from fame.config import ModelConfig
+from fame.data import pack
 from fame.model import SeqRecModel
 
 
@@ -41,6 +42,23 @@ def test_future_item_never_changes_past_predictions(name, j):
 def test_last_only_equals_full_forward(name):
     model, seq = _model(name), _seq()
     assert torch.allclose(model(seq, last_only=True)[:, 0], model(seq)[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["fame", "sasrec"])
+def test_packed_rows_compute_the_same_as_padded_windows(name):
+    model, seq = _model(name), _seq(B=6, seed=3)
+    seq[2, :9] = 0
+    seq[3, :4] = 0
+    target = torch.roll(seq, -1, dims=1).masked_fill(seq == 0, 0)  # any non-zero target will do
+    target[:, -1] = torch.where(seq[:, -1] > 0, 1, 0)
+    p = pack(seq, target, max_len=12)
+    assert p.items.shape[0] < len(seq)  # short sequences share rows
+    real = p.targets > 0
+    order = torch.argsort(((p.segments - 1) * 12 + p.positions)[real])  # back to (user, position)
+    with torch.no_grad():
+        packed = model(p.items, positions=p.positions, segments=p.segments)[real][order]
+        padded = model(seq)[target > 0]  # T = max_len: column j has position j
+    assert torch.allclose(packed, padded, atol=1e-5)
 
 
 def test_single_expert_is_plain_attention():
@@ -109,6 +127,17 @@ def test_padding_row_stays_zero_and_init_selects_slices():
     assert not E.requires_grad
     for h in range(4):  # head h's sub-embedding is exactly slice h of E
         assert torch.allclose(E @ model.facet_proj[h], E[:, h * 8 : (h + 1) * 8])
+
+
+def test_item_init_without_facet_selection_keeps_the_projections():
+    model = _model()
+    with torch.no_grad():
+        model.facet_proj.normal_()
+    before = model.facet_proj.detach().clone()
+    model.load_item_init(torch.randn(31, 32), select_facets=False)
+    assert torch.equal(model.facet_proj, before) and model.item_embeddings().requires_grad
+    model.score(_seq())[:, 1:].sum().backward()
+    assert model.item_emb.weight.grad[0].abs().max() == 0  # padding row stays zero in training
 
 
 def test_config_rejects_bad_shapes():

@@ -1,5 +1,8 @@
 """Training, evaluation, resumption and checkpoints on small data."""
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from support import popularity_ndcg10
@@ -8,7 +11,7 @@ from fame.checkpoint import load_checkpoint, save_checkpoint
 from fame.config import ModelConfig, TrainConfig
 from fame.evaluate import evaluate
 from fame.model import SeqRecModel
-from fame.trainer import InjectedFailure, fit
+from fame.trainer import InjectedFailure, _rng_state, _set_rng_state, fit
 
 
 def _cfg(**kw):
@@ -30,6 +33,7 @@ def _model(name, data, **kw):
 def test_training_lowers_loss_and_beats_popularity(cyclic, tmp_path, name):
     model = _model(name, cyclic)
     res = fit(model, cyclic, _cfg(), tmp_path, progress=False)
+    assert all({"epoch", "loss", "valid", "seconds"} <= h.keys() for h in res.history)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0] * 0.8
     assert res.best_valid["ndcg@10"] > popularity_ndcg10(cyclic) + 0.1
@@ -101,3 +105,12 @@ def test_checkpoint_roundtrip(cyclic, tmp_path):
     with torch.no_grad():
         assert torch.equal(model.score(seq), loaded.score(seq))
     assert extra == {"note": "x"}
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    torch.save(_rng_state(), tmp_path / "rng.pt")
+    first = (torch.rand(3), np.random.random(3), [random.random() for _ in range(3)])
+    _set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = (torch.rand(3), np.random.random(3), [random.random() for _ in range(3)])
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+    assert first[2] == again[2]

@@ -1,72 +1,89 @@
-"""End to end on a real Prefect server: start it on a free loopback port, serve the deployments,
-trigger fame/full-pipeline with the Prefect CLI, wait, check the catalog, stop everything."""
+"""End to end on a real Prefect server: start it on a free loopback port with a throwaway state
+dir, serve the deployments (`fame serve` as a subprocess), trigger fame/full-pipeline with the
+Prefect CLI, wait for it, check the catalog, and stop everything, also when the test fails."""
 
 import json
+import shutil
 import socket
 import subprocess
-import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
-from support import SMALL
 
 from storage import query
 
-BIN = Path(sys.executable).parent
+STAGES = ["ingest", "encode", "pretrain", "train", "evaluate"]
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
 @pytest.fixture
-def server(tmp_path, monkeypatch):
+def server(tmp_path, monkeypatch, request):
+    """A real `prefect server start` under a temporary FAME_STATE_DIR; stopped at teardown."""
     monkeypatch.setenv("FAME_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     from flows import server as srv
 
-    info = srv.start(_free_port(), timeout=240)
-    try:
-        yield srv, info
-    finally:
-        srv.stop()
-        assert not srv.status()["running"]
+    def stop_all():
+        stopped = srv.stop()
+        assert not srv.status()["running"] and not srv.serve_status()["running"], stopped
+
+    request.addfinalizer(stop_all)
+    info = srv.start(free_port(), timeout=240)
+    assert info["started"] and info["url"].startswith("http://127.0.0.1:")
+    print(f"prefect server healthy after {info['startup_seconds']:.1f}s")
+    return srv, info
+
+
+def api(info, path: str, body: dict) -> list:
+    req = urllib.request.Request(
+        info["url"] + path, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (loopback)
+        return json.loads(resp.read())
 
 
 @pytest.mark.slow
-def test_deployment_run_on_real_server(server, ml100k_slice, tmp_path):
+@pytest.mark.timeout(900)
+def test_deployment_run_on_a_real_server(server, slice_params, flow_store, tmp_path):
     srv, info = server
-    assert info["url"].startswith("http://127.0.0.1:")
-    srv.start_serve(timeout=240)
-    from flows.state import prefect_env
+    serve = srv.start_serve(info["port"], timeout=240)
+    assert serve["started"]
+    for name in srv.DEPLOYMENTS:
+        assert srv.deployment_exists(info["port"], f"fame/{name}")
 
     store = tmp_path / "artifacts"
-    params = {
-        "config": "ml-100k",
-        "data_dir": str(ml100k_slice),
-        "overrides": {"paths.artifacts": str(store), **SMALL},
-    }
+    # reuse the text embeddings the flow tests computed (if they ran): encode still runs, from
+    # its per-text cache, and the test does not pay for the encoder a second time
+    if (flow_store / "_cache").is_dir():
+        shutil.copytree(flow_store / "_cache", store / "_cache")
+    from flows.server import prefect_cmd
+    from flows.state import prefect_env
+
+    cmd = [*prefect_cmd(), "deployment", "run", "fame/full-pipeline", "--watch"]
+    cmd += ["--params", json.dumps(slice_params(store))]
     done = subprocess.run(
-        [
-            str(BIN / "prefect"),
-            "deployment",
-            "run",
-            "fame/full-pipeline",
-            "--watch",
-            "--params",
-            json.dumps(params),
-        ],
-        env=prefect_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
+        cmd, env=prefect_env(info["port"]), capture_output=True, text=True, timeout=600
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    log = Path(serve["log"]).read_text(errors="replace")[-3000:]
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:] + log
+    assert "Completed" in done.stdout
+
     _, rows = query(store, "select stage, status from stages order by started_at")
-    assert rows == [(s, "computed") for s in ("ingest", "encode", "pretrain", "train", "evaluate")]
-    _, rows = query(store, "select count(*) from metrics where split = 'test'")
-    assert rows[0][0] == 14
-    for name in ("fame/ingest", "fame/encode", "fame/pretrain", "fame/train", "fame/evaluate"):
-        assert srv.deployment_exists(name)
+    assert rows == [(s, "computed") for s in STAGES]
+    _, rows = query(store, "select split, count(*) from metrics group by 1 order by 1")
+    assert rows == [("test", 14), ("valid", 14)]
+    _, rows = query(store, "select status from runs")
+    assert rows == [("completed",)]
+
+    runs = api(info, "/flow_runs/filter", {})
+    assert [(r["state_type"], r["parameters"]["config"]) for r in runs] == [
+        ("COMPLETED", "ml-100k")
+    ]
+    (artifact,) = api(info, "/artifacts/filter", {"artifacts": {"key": {"any_": ["fame-run"]}}})
+    assert "| exclude_history | test |" in artifact["data"]
