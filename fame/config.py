@@ -23,6 +23,9 @@ class ModelConfig:
     dropout: float = 0.5
     gate: bool = True  # False: FAME without gate (mean of heads)
     init_std: float = 0.02
+    # W_f^h at init: the selector of slice h ("unit", §6.7), or H times it ("heads"), so that
+    # u = Σ_h g_h W_f^h F^h starts at the scale of SASRec's x_t under a uniform gate
+    facet_scale: Literal["unit", "heads"] = "unit"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

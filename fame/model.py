@@ -49,15 +49,17 @@ class SeqRecModel(nn.Module):
             self.item_emb.weight[0].zero_()
         if self.cfg.name == "fame":
             nn.init.normal_(self.last.router, std=std)
-            # W_f^h starts as the selector of slice h: u then has the scale of SASRec's x_t, and
-            # with a random E any orthonormal W_f^h is the same in distribution
+            # W_f^h starts as (a multiple of) the selector of slice h; with a random E any
+            # orthonormal W_f^h is the same in distribution
             self.select_facet_slices()
 
     @torch.no_grad()
     def select_facet_slices(self) -> None:
-        """W_f^h = selector of slice h, so head h starts by reading E[v][h d' : (h+1) d']."""
+        """W_f^h = c × selector of slice h, so head h starts by reading E[v][h d' : (h+1) d'];
+        c = 1, or H with ``facet_scale = "heads"`` (u then has x_t's scale at a uniform gate)."""
         H, dh = self.cfg.heads, self.cfg.head_dim
-        blocks = torch.eye(H)[:, :, None, None] * torch.eye(dh)  # (H, H, d', d'): I on h = h'
+        c = float(H) if self.cfg.facet_scale == "heads" else 1.0
+        blocks = c * torch.eye(H)[:, :, None, None] * torch.eye(dh)  # (H, H, d', d'): cI on h = h'
         self.facet_proj.copy_(blocks.reshape(H, H * dh, dh))
 
     def item_embeddings(self) -> torch.Tensor:
