@@ -26,6 +26,7 @@ from common import RESULTS, git_rev, machine, peak_rss_mb  # noqa: E402
 RUNS = RESULTS / "runs"
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = (1, 2, 3)
+SCALE_H = {"model.facet_scale": "heads"}
 
 # suite -> list of (run name, config, overrides, variant label)
 SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
@@ -62,10 +63,12 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
         for tag, over, label in (
             ("sasrec", {"model.name": "sasrec"}, "SASRec"),
             ("fame", {"model.name": "fame"}, "FAME"),
-            ("fame-scaleH", {"model.facet_scale": "heads"}, "FAME, W_f init = H x selector"),
-            ("fame-h2", {"model.heads": 2}, "FAME, H=2"),
-            ("fame-drop03", {"model.dropout": 0.3}, "FAME, dropout 0.3"),
-            ("fame-lr2e-3", {"train.lr": 2e-3}, "FAME, lr 2e-3"),
+            ("fame-scaleH", SCALE_H, "FAME, W_f init = H x selector"),
+            # W_f = H x selector converged far faster; the next settings start from it
+            ("fame-scaleH-h2", {**SCALE_H, "model.heads": 2}, "FAME, scale H, H=2"),
+            ("fame-scaleH-drop03", {**SCALE_H, "model.dropout": 0.3}, "FAME, scale H, dropout 0.3"),
+            ("fame-scaleH-n2", {**SCALE_H, "model.experts": 2}, "FAME, scale H, N=2"),
+            ("fame-scaleH-h8", {**SCALE_H, "model.heads": 8}, "FAME, scale H, H=8"),
         )
     ],
     "ml100k-init": [
@@ -137,19 +140,20 @@ def run_one(
 def reuse_finished(
     name: str, config: str, overrides: dict, variant: str, suite: str
 ) -> dict | None:
-    """A finished run with the same train key (config, upstream keys and code version) stands for
-    this one: its record is copied under the new name instead of training the same model again."""
-    from pipeline.config import load_config
+    """A finished run with the same train key (config, upstream keys and code version, both
+    computed by the current code) stands for this one: its record is copied under the new name
+    instead of training the same model again."""
+    from pipeline.config import RunConfig, load_config
     from pipeline.runner import plan_keys
 
     key = plan_keys(load_config(config, overrides))["train"]
-    same = next((r for r in load_runs() if r["train_key"] == key), None)
-    if same is None:
-        return None
-    record = {**same, "name": name, "suite": suite, "variant": variant, "overrides": overrides}
-    record["reused_from"] = same.get("reused_from", same["name"])
-    (RUNS / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return record
+    for r in load_runs():
+        if plan_keys(RunConfig.model_validate(r["config"]))["train"] == key:
+            record = {**r, "name": name, "suite": suite, "variant": variant, "overrides": overrides}
+            record["reused_from"] = r.get("reused_from", r["name"])
+            (RUNS / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+            return record
+    return None
 
 
 def load_runs() -> list[dict]:

@@ -23,9 +23,10 @@ class ModelConfig:
     dropout: float = 0.5
     gate: bool = True  # False: FAME without gate (mean of heads)
     init_std: float = 0.02
-    # W_f^h at init: the selector of slice h ("unit", §6.7), or H times it ("heads"), so that
-    # u = Σ_h g_h W_f^h F^h starts at the scale of SASRec's x_t under a uniform gate
-    facet_scale: Literal["unit", "heads"] = "unit"
+    # W_f^h at init: H times the selector of slice h ("heads"), so that u = Σ_h g_h W_f^h F^h
+    # starts at the scale of SASRec's x_t under a uniform gate (with the plain selector, "unit",
+    # u starts H times smaller and FAME needed twice the epochs on Beauty: RESULTS.md)
+    facet_scale: Literal["unit", "heads"] = "heads"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

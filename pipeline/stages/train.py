@@ -36,6 +36,8 @@ CHECKPOINT = "checkpoint"
 log = logging.getLogger("fame")
 # TrainConfig fields that change speed or reporting, not the trained weights.
 NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
+# ModelConfig fields that only FAME's last block and prediction read: not in SASRec's key
+FAME_ONLY = {"experts", "gate", "facet_scale"}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -49,7 +51,10 @@ TEXT_PROJECTION_VERSION = 2
 
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
-    key = {"model": cfg.section("model"), "train": train, "init": cfg.section("init")}
+    model = cfg.section("model")
+    if cfg.model.name == "sasrec":
+        model = {k: v for k, v in model.items() if k not in FAME_ONLY}
+    key = {"model": model, "train": train, "init": cfg.section("init")}
     if cfg.init.method == "text":
         key["text_projection"] = TEXT_PROJECTION_VERSION
     return key

@@ -125,8 +125,8 @@ def test_padding_row_stays_zero_and_init_selects_slices():
     E = model.item_embeddings()
     assert torch.count_nonzero(E[0]) == 0 and torch.equal(E[1:], emb[1:])
     assert not E.requires_grad
-    for h in range(4):  # head h's sub-embedding is exactly slice h of E
-        assert torch.allclose(E @ model.facet_proj[h], E[:, h * 8 : (h + 1) * 8])
+    for h in range(4):  # head h's sub-embedding is exactly slice h of E (times H: facet_scale)
+        assert torch.allclose(E @ model.facet_proj[h], 4 * E[:, h * 8 : (h + 1) * 8])
 
 
 def test_item_init_without_facet_selection_keeps_the_projections():
@@ -143,3 +143,17 @@ def test_item_init_without_facet_selection_keeps_the_projections():
 def test_config_rejects_bad_shapes():
     with pytest.raises(ValueError, match="divisible"):
         ModelConfig(d=30, heads=4)
+
+
+@pytest.mark.parametrize("scale, c", [("unit", 1.0), ("heads", 4.0)])
+def test_facet_scale_sets_the_start_of_u(scale, c):
+    """W_f^h = c × selector of slice h: u is c × the gated concatenation [g_1 F^1 ‖ … ‖ g_H F^H],
+    so with "heads" and no gate u equals the plain concatenation of the heads (x_t's scale)."""
+    model, seq = _model(gate=False, facet_scale=scale), _seq()
+    with torch.no_grad():
+        F_last = model.encode(seq)[:, :, -1]  # (B, H, d')
+        u = model(seq)[:, -1]
+    concat = F_last.reshape(len(seq), -1)  # [F^1 ‖ … ‖ F^H]
+    assert torch.allclose(u, c / 4 * concat, atol=1e-5)
+    model.load_item_init(torch.randn(31, 32))  # pre-trained init keeps the configured scale
+    assert torch.allclose(model.facet_proj[2, 16:24], c * torch.eye(8))
