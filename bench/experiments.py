@@ -68,7 +68,12 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
             ("fame-scaleH-h2", {**SCALE_H, "model.heads": 2}, "FAME, scale H, H=2"),
             ("fame-scaleH-drop03", {**SCALE_H, "model.dropout": 0.3}, "FAME, scale H, dropout 0.3"),
             ("fame-scaleH-n2", {**SCALE_H, "model.experts": 2}, "FAME, scale H, N=2"),
-            ("fame-scaleH-h8", {**SCALE_H, "model.heads": 8}, "FAME, scale H, H=8"),
+            ("fame-scaleH-drop06", {**SCALE_H, "model.dropout": 0.6}, "FAME, scale H, dropout 0.6"),
+            (
+                "fame-scaleH-h2-drop06",
+                {**SCALE_H, "model.heads": 2, "model.dropout": 0.6},
+                "FAME, scale H, H=2, dropout 0.6",
+            ),
         )
     ],
     "ml100k-init": [
