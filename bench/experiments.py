@@ -89,6 +89,17 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
 }
 
 
+ABOUT = {
+    "beauty-models": "SASRec and FAME side by side (same code, same split, 3 seeds), and FAME's "
+    "ablations of §7 (1 seed). FAME runs with `configs/beauty.toml`, whose settings come from "
+    "the `beauty-tuning` suite.",
+    "beauty-tuning": "FAME settings tried on Beauty with seed 1, chosen on valid NDCG@10 "
+    "(`exclude_history`) only; SASRec at the spec's defaults is the reference row.",
+    "ml100k-init": "FAME's initial item embeddings: random, text (MiniLM embeddings through the "
+    "unsupervised projection, no facet supervision) and facet_pretrain (§6), 3 seeds each.",
+}
+
+
 def run_one(
     name: str, config: str, overrides: dict, variant: str, suite: str, artifacts: str | None
 ) -> dict:
@@ -189,7 +200,7 @@ def report() -> Path:
         variants = list(dict.fromkeys(v for _, _, _, v in spec))
         missing = [n for n, *_ in spec if n not in {r["name"] for r in done}]
         dataset = spec[0][1]
-        out += [f"## {suite} ({dataset})", ""]
+        out += [f"## {suite} ({dataset})", "", ABOUT[suite], ""]
         for protocol in ("exclude_history", "keep_history"):
             label = (
                 "history items excluded from candidates (S3-Rec/ICLRec protocol, default)"
