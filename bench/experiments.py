@@ -62,8 +62,8 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
         (f"tune-beauty-{tag}", "beauty", {**over, "train.seed": 1}, label)
         for tag, over, label in (
             ("sasrec", {"model.name": "sasrec"}, "SASRec"),
-            ("fame", {"model.name": "fame"}, "FAME"),
-            ("fame-scaleH", SCALE_H, "FAME, W_f init = H x selector"),
+            ("fame", {"model.facet_scale": "unit"}, "FAME, W_f init = selector"),
+            ("fame-scaleH", SCALE_H, "FAME, W_f init = H x selector (default)"),
             # W_f = H x selector converged far faster; the next settings start from it
             ("fame-scaleH-h2", {**SCALE_H, "model.heads": 2}, "FAME, scale H, H=2"),
             ("fame-scaleH-drop03", {**SCALE_H, "model.dropout": 0.3}, "FAME, scale H, dropout 0.3"),
@@ -196,8 +196,9 @@ def report() -> Path:
         "",
     ]
     for suite, spec in SUITES.items():
-        done = [r for r in runs if r["suite"] == suite]
-        variants = list(dict.fromkeys(v for _, _, _, v in spec))
+        label_of = {n: v for n, _, _, v in spec}  # the suite's current label of each run
+        done = [r for r in runs if r["name"] in label_of]
+        variants = list(dict.fromkeys(label_of.values()))
         missing = [n for n, *_ in spec if n not in {r["name"] for r in done}]
         dataset = spec[0][1]
         out += [f"## {suite} ({dataset})", "", ABOUT[suite], ""]
@@ -214,7 +215,7 @@ def report() -> Path:
                 "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for v in variants:
-                rs = [r for r in done if r["variant"] == v]
+                rs = [r for r in done if label_of[r["name"]] == v]
                 if not rs:
                     out.append(f"| {v} | 0 |" + " – |" * 9)
                     continue
