@@ -207,6 +207,8 @@ def report() -> Path:
         "Full ranking over all items, chronological leave-one-out, test split at the best validation",
         "epoch, pessimistic ties. Mean ± sample std over seeds (n = number of seeds finished).",
         "Settings are chosen on the validation column only; test is read at the best validation epoch.",
+        "`train s/run` is the training stage's wall time: runs often shared the 2 cores with other",
+        "runs (one torch thread each), so it is no speed figure; `bench/train_speed.py` measures speed.",
         "",
     ]
     for suite, spec in SUITES.items():
