@@ -103,8 +103,8 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
 
 ABOUT = {
     "beauty-models": "SASRec and FAME side by side (same code, same split, 3 seeds), and FAME's "
-    "ablations of §7 (1 seed). FAME runs with `configs/beauty.toml`, whose settings come from "
-    "the `beauty-tuning` suite.",
+    "ablations of §7 (1 seed), all at `configs/beauty.toml`'s settings (the spec's defaults); "
+    "FAME with settings tuned on valid is the `beauty-tuned` suite.",
     "beauty-tuned": "FAME with the settings chosen on valid NDCG@10 by `beauty-tuning` "
     "(`--set model.heads=2 --set model.dropout=0.6`), 3 seeds; compare with SASRec above.",
     "beauty-tuning": "FAME settings tried on Beauty with seed 1, chosen on valid NDCG@10 "
@@ -160,10 +160,15 @@ def run_one(
         "machine": machine(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    return save_record(record)
+
+
+def save_record(record: dict) -> dict:
+    """Write ``runs/<name>.json`` atomically: a killed write leaves no half record behind."""
     RUNS.mkdir(parents=True, exist_ok=True)
-    tmp = RUNS / f".{name}.json.tmp"
+    tmp = RUNS / f".{record['name']}.json.tmp"
     tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    tmp.replace(RUNS / f"{name}.json")
+    tmp.replace(RUNS / f"{record['name']}.json")
     return record
 
 
@@ -181,8 +186,7 @@ def reuse_finished(
         if plan_keys(RunConfig.model_validate(r["config"]))["train"] == key:
             record = {**r, "name": name, "suite": suite, "variant": variant, "overrides": overrides}
             record["reused_from"] = r.get("reused_from", r["name"])
-            (RUNS / f"{name}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-            return record
+            return save_record(record)
     return None
 
 

@@ -8,6 +8,8 @@ from pydantic import ConfigDict, model_validator
 from pydantic.dataclasses import dataclass
 
 STRICT = ConfigDict(extra="forbid")
+# ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
+FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale"})
 
 
 @dataclass(config=STRICT)

@@ -138,9 +138,9 @@ class SeqRecModel(nn.Module):
     def load_item_init(
         self, emb: torch.Tensor, select_facets: bool = True, freeze: bool = False
     ) -> None:
-        """Start from a given E (row 0 forced to zero); ``select_facets``: W_f^h = selector of
-        slice h, so head h starts from facet h (§6.7), else W_f is left as it is. ``freeze``
-        keeps E fixed during training."""
+        """Start from a given E (row 0 forced to zero); ``select_facets``: W_f^h = the (scaled)
+        selector of slice h (``select_facet_slices``), so head h starts from facet h (§6.7), else
+        W_f is left as it is. ``freeze`` keeps E fixed during training."""
         if emb.shape != self.item_emb.weight.shape:
             raise ValueError(
                 f"initial embeddings {tuple(emb.shape)} != {tuple(self.item_emb.weight.shape)}"

@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from fame.checkpoint import save_checkpoint
+from fame.config import FAME_ONLY_FIELDS
 from fame.data import SplitData
 from fame.model import SeqRecModel
 from fame.trainer import fit
@@ -36,8 +37,6 @@ CHECKPOINT = "checkpoint"
 log = logging.getLogger("fame")
 # TrainConfig fields that change speed or reporting, not the trained weights.
 NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
-# ModelConfig fields that only FAME's last block and prediction read: not in SASRec's key
-FAME_ONLY = {"experts", "gate", "facet_scale"}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -53,7 +52,7 @@ def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
     model = cfg.section("model")
     if cfg.model.name == "sasrec":
-        model = {k: v for k, v in model.items() if k not in FAME_ONLY}
+        model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
     key = {"model": model, "train": train, "init": cfg.section("init")}
     if cfg.init.method == "text":
         key["text_projection"] = TEXT_PROJECTION_VERSION
