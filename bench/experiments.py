@@ -86,6 +86,27 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
                 {**SCALE_H, "model.heads": 2, "model.dropout": 0.6},
                 "FAME, scale H, H=2, dropout 0.6",
             ),
+            # fairness: SASRec with the overrides FAME won with (both read heads and dropout)
+            (
+                "sasrec-h2-drop06",
+                {"model.name": "sasrec", **FAME_BEAUTY},
+                "SASRec, H=2, dropout 0.6",
+            ),
+            (
+                "fame-h2-drop06-nogate",
+                {**FAME_BEAUTY, "model.gate": False},
+                "FAME, H=2, dropout 0.6, no gate",
+            ),
+            (
+                "fame-h2-drop06-proj",
+                {**FAME_BEAUTY, "model.residual": "proj"},
+                "FAME, H=2, dropout 0.6, residual X W_R^h",
+            ),
+            (
+                "fame-h2-drop06-top2",
+                {**FAME_BEAUTY, "model.router_top_k": 2},
+                "FAME, H=2, dropout 0.6, top-2 router",
+            ),
         )
     ],
     "ml100k-init": [

@@ -9,7 +9,7 @@ from pydantic.dataclasses import dataclass
 
 STRICT = ConfigDict(extra="forbid")
 # ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
-FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale"})
+FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
 
 
 @dataclass(config=STRICT)
@@ -29,6 +29,11 @@ class ModelConfig:
     # starts at the scale of SASRec's x_t under a uniform gate (with the plain selector, "unit",
     # u starts H times smaller and FAME needed twice the epochs on Beauty: RESULTS.md)
     facet_scale: Literal["unit", "heads"] = "heads"
+    # residual of head h's attention sub-layer: X's h-th slice X^{[h]} [choice], or X W_R^h
+    # ("proj": a learned d -> d' map per head, starting as the selector of slice h)
+    residual: Literal["slice", "proj"] = "slice"
+    # router: dense softmax over all N experts [choice] (0), or over the k largest logits only
+    router_top_k: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -36,6 +41,10 @@ class ModelConfig:
             raise ValueError(f"model.d = {self.d} must be divisible by model.heads = {self.heads}")
         if min(self.d, self.heads, self.experts, self.blocks, self.max_len) < 1:
             raise ValueError("model.d, heads, experts, blocks and max_len must be >= 1")
+        if not 0 <= self.router_top_k <= self.experts:
+            raise ValueError(
+                f"model.router_top_k = {self.router_top_k} must be in [0, experts = {self.experts}]"
+            )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout = {self.dropout} must be in [0, 1)")
         return self

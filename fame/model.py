@@ -27,7 +27,7 @@ class SeqRecModel(nn.Module):
             TransformerBlock(d, H, cfg.dropout) for _ in range(cfg.blocks - 1)
         )
         if cfg.name == "fame":
-            self.last = MoEHeadBlock(d, H, cfg.experts, cfg.dropout)
+            self.last = MoEHeadBlock(d, H, cfg.experts, cfg.dropout, cfg.residual, cfg.router_top_k)
             self.facet_proj = nn.Parameter(torch.empty(H, d, cfg.head_dim))  # W_f^h
             self.gate = nn.Linear(d, H)  # W_g, b_g over [F^1 ‖ … ‖ F^H]
         else:
@@ -39,7 +39,8 @@ class SeqRecModel(nn.Module):
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.normal_(module.weight, std=std)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
             elif isinstance(module, nn.Embedding):
                 nn.init.normal_(module.weight, std=std)
             elif isinstance(module, nn.LayerNorm):
@@ -49,6 +50,7 @@ class SeqRecModel(nn.Module):
             self.item_emb.weight[0].zero_()
         if self.cfg.name == "fame":
             nn.init.normal_(self.last.router, std=std)
+            self.last.reset_residual()
             # W_f^h starts as (a multiple of) the selector of slice h; with a random E any
             # orthonormal W_f^h is the same in distribution
             self.select_facet_slices()

@@ -157,3 +157,57 @@ def test_facet_scale_sets_the_start_of_u(scale, c):
     assert torch.allclose(u, c / 4 * concat, atol=1e-5)
     model.load_item_init(torch.randn(31, 32))  # pre-trained init keeps the configured scale
     assert torch.allclose(model.facet_proj[2, 16:24], c * torch.eye(8))
+
+
+def test_projected_residual_starts_as_the_slice_then_follows_w_r():
+    """residual = "proj": head h's residual is X W_R^h, W_R^h = selector of slice h at init (the
+    model then equals the default one); with any W_R the block matches a hand-written form."""
+    seq, x = _seq(), torch.randn(4, 12, 32)
+    mask = attention_mask(seq)
+    slice_model, proj_model = _model(), _model(residual="proj")
+    block = proj_model.last
+    assert "last.res.weight" not in dict(slice_model.named_parameters())
+    with torch.no_grad():
+        assert torch.equal(block.res.weight, torch.eye(32))
+        missing = proj_model.load_state_dict(slice_model.state_dict(), strict=False).missing_keys
+        assert missing == ["last.res.weight"]  # every other weight is now the slice model's
+        assert torch.allclose(slice_model(seq), proj_model(seq), atol=1e-6)
+        block.res.weight.normal_(std=0.3)
+        f = block.expert_outputs(x, mask)
+        fh = torch.einsum("bhtn,bhntk->bhtk", block.route(f), f)
+        res = (x @ block.res.weight.T).view(4, 12, 4, 8).transpose(1, 2)  # X W_R^h
+        a = block.ln1(res + fh)
+        ref = block.ln2(a + block.ffn(a))
+        out = block(x, mask)
+        assert torch.allclose(out, ref, atol=1e-5)
+        assert not torch.allclose(out, slice_model.last(x, mask), atol=1e-3)
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_top_k_router_matches_a_masked_softmax(k):
+    """router_top_k = k: softmax over each position's k largest router logits, 0 elsewhere;
+    k = N is the dense router."""
+    seq, x = _seq(), torch.randn(4, 12, 32)
+    dense, sparse = _model(), _model(router_top_k=k)  # same seed: same weights
+    with torch.no_grad():
+        f = dense.last.expert_outputs(x, attention_mask(seq))
+        B, H, N, T, dh = f.shape
+        cat = f.permute(0, 1, 3, 2, 4).reshape(B, H, T, N * dh)
+        logits = torch.einsum("bhtc,hcn->bhtn", cat, dense.last.router)
+        beta = sparse.last.route(f)
+        assert torch.allclose(dense.last.route(f), torch.softmax(logits, -1), atol=1e-6)
+        assert torch.allclose(_model(router_top_k=3).last.route(f), dense.last.route(f))
+    assert ((beta > 0).sum(-1) == k).all()
+    assert torch.allclose(beta.sum(-1), torch.ones_like(beta[..., 0]), atol=1e-6)
+    # naive reference, one position at a time
+    for b, h, t in [(0, 0, 11), (2, 3, 5), (3, 1, 0)]:
+        row = logits[b, h, t]
+        keep = torch.argsort(row, descending=True)[:k]
+        ref = torch.zeros(N)
+        ref[keep] = torch.softmax(row[keep], 0)
+        assert torch.allclose(beta[b, h, t], ref, atol=1e-6)
+
+
+def test_router_top_k_is_checked_against_the_expert_count():
+    with pytest.raises(ValueError, match="router_top_k"):
+        ModelConfig(experts=2, router_top_k=3)
