@@ -107,6 +107,11 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
                 {**FAME_BEAUTY, "model.router_top_k": 2},
                 "FAME, H=2, dropout 0.6, top-2 router",
             ),
+            (
+                "fame-h2-drop06-lr2e3",
+                {**FAME_BEAUTY, "train.lr": 2e-3},
+                "FAME, H=2, dropout 0.6, lr 2e-3",
+            ),
         )
     ],
     "ml100k-init": [

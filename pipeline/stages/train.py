@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from fame.checkpoint import save_checkpoint
-from fame.config import FAME_ONLY_FIELDS
+from fame.config import FAME_ONLY_FIELDS, ModelConfig
 from fame.data import SplitData
 from fame.model import SeqRecModel
 from fame.trainer import fit
@@ -37,6 +37,9 @@ CHECKPOINT = "checkpoint"
 log = logging.getLogger("fame")
 # TrainConfig fields that change speed or reporting, not the trained weights.
 NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
+# ModelConfig fields added after artifacts were first written: at their default they are left
+# out of the key, so a model they do not change keeps its artifacts (and its bench records)
+KEY_ONLY_IF_SET = {"residual", "router_top_k"}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -50,7 +53,12 @@ TEXT_PROJECTION_VERSION = 2
 
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
-    model = cfg.section("model")
+    defaults = ModelConfig()
+    model = {
+        k: v
+        for k, v in cfg.section("model").items()
+        if k not in KEY_ONLY_IF_SET or getattr(cfg.model, k) != getattr(defaults, k)
+    }
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
     key = {"model": model, "train": train, "init": cfg.section("init")}
