@@ -32,6 +32,8 @@ FAME_BEAUTY = {"model.heads": 2, "model.dropout": 0.6}  # chosen on valid by bea
 # the best valid NDCG@10 of the whole beauty-tuning suite
 FAME_FINAL = {"model.name": "fame", **FAME_BEAUTY, "model.gate": False}
 FAME_FINAL_LABEL = "FAME (H=2, dropout 0.6, no gate)"
+# suites whose report adds per-seed differences (variant, minus base variant)
+PAIRED = {"beauty-final": ("SASRec", FAME_FINAL_LABEL)}
 
 # suite -> list of (run name, config, overrides, variant label)
 SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
@@ -255,6 +257,34 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]:
+    """Per-seed differences other − base of test NDCG@10: the seeds share the data order, so the
+    paired difference is less noisy than the two means."""
+    by = {(label_of[r["name"]], r["config"]["train"]["seed"]): r for r in done}
+    seeds = sorted(s for v, s in by if v == base and (other, s) in by)
+    if not seeds:
+        return []
+    out = [
+        f"Paired by seed, test NDCG@10, {other} − {base}:",
+        "",
+        "| protocol | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | wins |",
+        "|---|" + "---:|" * (len(seeds) + 2),
+    ]
+    for protocol in ("exclude_history", "keep_history"):
+        d = [
+            by[(other, s)]["metrics"][protocol]["test"]["ndcg@10"]
+            - by[(base, s)]["metrics"][protocol]["test"]["ndcg@10"]
+            for s in seeds
+        ]
+        spread = f" ± {statistics.stdev(d):.4f}" if len(d) > 1 else ""
+        out.append(
+            f"| `{protocol}` | "
+            + " | ".join(f"{x:+.4f}" for x in d)
+            + f" | {statistics.mean(d):+.4f}{spread} | {sum(x > 0 for x in d)}/{len(d)} |"
+        )
+    return out + [""]
+
+
 def report() -> Path:
     runs = load_runs()
     out = [
@@ -306,6 +336,8 @@ def report() -> Path:
                     + f" | {statistics.mean(r['train_seconds'] for r in rs):.0f} |"
                 )
             out.append("")
+        if suite in PAIRED:
+            out += paired(done, label_of, *PAIRED[suite])
         if missing:
             out += [
                 f"Runs not finished yet: {', '.join(missing)} (resume with "
