@@ -138,6 +138,11 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
                 {**FAME_BEAUTY, "train.lr": 2e-3},
                 "FAME, H=2, dropout 0.6, lr 2e-3",
             ),
+            (
+                "fame-h2-drop06-nogate-n1",
+                {**FAME_BEAUTY, "model.gate": False, "model.experts": 1},
+                "FAME, H=2, dropout 0.6, no gate, N=1 (w/o MoE)",
+            ),
         )
     ],
     "ml100k-init": [
