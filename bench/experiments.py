@@ -143,6 +143,14 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
                 {**FAME_BEAUTY, "model.gate": False, "model.experts": 1},
                 "FAME, H=2, dropout 0.6, no gate, N=1 (w/o MoE)",
             ),
+            # SASRec given the same knobs, so that its defaults are not a straw man
+            (
+                "sasrec-drop06",
+                {"model.name": "sasrec", "model.dropout": 0.6},
+                "SASRec, dropout 0.6",
+            ),
+            ("sasrec-h2", {"model.name": "sasrec", "model.heads": 2}, "SASRec, H=2"),
+            ("sasrec-lr2e3", {"model.name": "sasrec", "train.lr": 2e-3}, "SASRec, lr 2e-3"),
         )
     ],
     "ml100k-init": [
