@@ -280,8 +280,10 @@ def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]
     out = [
         f"Paired by seed, test NDCG@10, {other} − {base}:",
         "",
-        "| protocol | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | wins |",
-        "|---|" + "---:|" * (len(seeds) + 2),
+        "| protocol | "
+        + " | ".join(f"seed {s}" for s in seeds)
+        + " | mean ± std | paired t | wins |",
+        "|---|" + "---:|" * (len(seeds) + 3),
     ]
     for protocol in ("exclude_history", "keep_history"):
         d = [
@@ -289,13 +291,20 @@ def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]
             - by[(base, s)]["metrics"][protocol]["test"]["ndcg@10"]
             for s in seeds
         ]
-        spread = f" ± {statistics.stdev(d):.4f}" if len(d) > 1 else ""
+        sd = statistics.stdev(d) if len(d) > 1 else 0.0
+        spread = f" ± {sd:.4f}" if len(d) > 1 else ""
+        t = f"{statistics.mean(d) / (sd / len(d) ** 0.5):.1f}" if sd > 0 else "–"
         out.append(
             f"| `{protocol}` | "
             + " | ".join(f"{x:+.4f}" for x in d)
-            + f" | {statistics.mean(d):+.4f}{spread} | {sum(x > 0 for x in d)}/{len(d)} |"
+            + f" | {statistics.mean(d):+.4f}{spread} | {t} | {sum(x > 0 for x in d)}/{len(d)} |"
         )
-    return out + [""]
+    return out + [
+        "",
+        f"`paired t` = mean / (std / √n) with n − 1 = {len(seeds) - 1} degrees of freedom "
+        "(|t| > 2.78 is p < 0.05, two-sided, at n = 5).",
+        "",
+    ]
 
 
 def report() -> Path:
