@@ -38,72 +38,61 @@ SASREC_FINAL_LABEL = "SASRec (lr 2e-3)"
 # suites whose report adds per-seed differences: (base variant, other variant) pairs
 PAIRED = {"beauty-final": [("SASRec", FAME_FINAL_LABEL), (SASREC_FINAL_LABEL, FAME_FINAL_LABEL)]}
 
-# suite -> list of (run name, config, overrides, variant label)
-SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
+Run = tuple[str, str, dict, str]  # (run name, config, overrides, variant label)
+
+
+def per_seed(seeds: tuple[int, ...], *variants: Run) -> list[Run]:
+    """Each variant (name prefix, config, overrides, label) once per seed, as ``<prefix>-s<seed>``;
+    seed-major, so a suite cut short still has its variants side by side on the first seeds."""
+    return [
+        (f"{name}-s{s}", config, {**over, "train.seed": s}, label)
+        for s in seeds
+        for name, config, over, label in variants
+    ]
+
+
+SUITES: dict[str, list[Run]] = {
     "beauty-models": [
-        *[
-            run
-            for s in SEEDS
-            for run in (
-                (
-                    f"beauty-sasrec-s{s}",
-                    "beauty",
-                    {"model.name": "sasrec", "train.seed": s},
-                    "SASRec",
-                ),
-                (f"beauty-fame-s{s}", "beauty", {"model.name": "fame", "train.seed": s}, "FAME"),
-            )
-        ],
-        (
-            "beauty-fame-nomoe-s1",
-            "beauty",
-            {"model.name": "fame", "model.experts": 1, "train.seed": 1},
-            "FAME w/o MoE (N=1)",
+        *per_seed(
+            SEEDS,
+            ("beauty-sasrec", "beauty", {"model.name": "sasrec"}, "SASRec"),
+            ("beauty-fame", "beauty", {"model.name": "fame"}, "FAME"),
         ),
-        (
-            "beauty-fame-nogate-s1",
-            "beauty",
-            {"model.name": "fame", "model.gate": False, "train.seed": 1},
-            "FAME w/o gate",
+        *per_seed(
+            (1,),
+            (
+                "beauty-fame-nomoe",
+                "beauty",
+                {"model.name": "fame", "model.experts": 1},
+                "FAME w/o MoE (N=1)",
+            ),
+            (
+                "beauty-fame-nogate",
+                "beauty",
+                {"model.name": "fame", "model.gate": False},
+                "FAME w/o gate",
+            ),
         ),
     ],
     # FAME with the settings that won the beauty-tuning suite on valid NDCG@10 (SASRec shares
     # `heads` and `dropout`, so they are overrides here, not in configs/beauty.toml)
-    "beauty-tuned": [
+    "beauty-tuned": per_seed(
+        SEEDS,
         (
-            f"beauty-fame-tuned-s{s}",
+            "beauty-fame-tuned",
             "beauty",
-            {"model.name": "fame", **FAME_BEAUTY, "train.seed": s},
+            {"model.name": "fame", **FAME_BEAUTY},
             "FAME (H=2, dropout 0.6)",
-        )
-        for s in SEEDS
-    ],
-    # five seeds each: SASRec at the spec's defaults against FAME at the settings with the best
-    # valid NDCG@10 in beauty-tuning (seeds 1-3 of SASRec reuse beauty-models' runs)
-    "beauty-final": [
-        run
-        for s in FINAL_SEEDS
-        for run in (
-            (
-                f"final-beauty-sasrec-s{s}",
-                "beauty",
-                {"model.name": "sasrec", "train.seed": s},
-                "SASRec",
-            ),
-            (
-                f"final-beauty-fame-s{s}",
-                "beauty",
-                {**FAME_FINAL, "train.seed": s},
-                FAME_FINAL_LABEL,
-            ),
-            (
-                f"final-beauty-sasrec-tuned-s{s}",
-                "beauty",
-                {**SASREC_FINAL, "train.seed": s},
-                SASREC_FINAL_LABEL,
-            ),
-        )
-    ],
+        ),
+    ),
+    # five seeds each: SASRec at the spec's defaults and at its best valid setting against FAME at
+    # the best valid setting of beauty-tuning (seed 1-3 runs that exist already are reused)
+    "beauty-final": per_seed(
+        FINAL_SEEDS,
+        ("final-beauty-sasrec", "beauty", {"model.name": "sasrec"}, "SASRec"),
+        ("final-beauty-fame", "beauty", FAME_FINAL, FAME_FINAL_LABEL),
+        ("final-beauty-sasrec-tuned", "beauty", SASREC_FINAL, SASREC_FINAL_LABEL),
+    ),
     # FAME settings tried on Beauty, chosen on the validation split only (seed 1)
     "beauty-tuning": [
         (f"tune-beauty-{tag}", "beauty", {**over, "train.seed": 1}, label)
@@ -163,14 +152,11 @@ SUITES: dict[str, list[tuple[str, str, dict, str]]] = {
         )
     ],
     "ml100k-init": [
-        (
-            f"ml100k-fame-{init}-s{s}",
-            "ml-100k",
-            {"init.method": init, "train.seed": s},
-            f"FAME init={init}",
-        )
+        run
         for init in ("random", "text", "facet_pretrain")
-        for s in SEEDS
+        for run in per_seed(
+            SEEDS, (f"ml100k-fame-{init}", "ml-100k", {"init.method": init}, f"FAME init={init}")
+        )
     ],
 }
 

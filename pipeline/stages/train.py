@@ -57,7 +57,7 @@ def key_config(cfg: RunConfig) -> dict:
     model = {
         k: v
         for k, v in cfg.section("model").items()
-        if k not in KEY_ONLY_IF_SET or getattr(cfg.model, k) != getattr(defaults, k)
+        if k not in KEY_ONLY_IF_SET or v != getattr(defaults, k)
     }
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
