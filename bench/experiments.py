@@ -35,8 +35,36 @@ FAME_FINAL_LABEL = "FAME (H=2, dropout 0.6, no gate)"
 # SASRec's best valid NDCG@10 in beauty-tuning (given the same knobs as FAME)
 SASREC_FINAL = {"model.name": "sasrec", "train.lr": 2e-3}
 SASREC_FINAL_LABEL = "SASRec (lr 2e-3)"
+# the text suites: configs/{beauty,sports}.toml as they are (titles + derived facets, FAME at the
+# spec's defaults, init=facet_pretrain), one variant per initial item table. The ID-only runs
+# switch the text table off too: they never read it, and so keep the train keys of the earlier
+# ID-only records, which are reused instead of retrained.
+ID_ONLY = {"init.method": "random", "data.item_text": ""}
+TEXT_VARIANTS = (
+    ("sasrec", {"model.name": "sasrec", **ID_ONLY}, "SASRec"),
+    ("sasrec-text", {"model.name": "sasrec", "init.method": "text"}, "SASRec + text init"),
+    ("fame", {"model.name": "fame", **ID_ONLY}, "FAME"),
+    ("fame-text", {"model.name": "fame", "init.method": "text"}, "FAME + text init"),
+    ("fame-facet", {"model.name": "fame"}, "FAME + facet pre-training"),
+    (
+        "fame-facet-freeze5",
+        {"model.name": "fame", "init.freeze_epochs": 5},
+        "FAME + facet pre-training, E frozen 5 epochs",
+    ),
+)
+TEXT_PAIRS = [
+    ("SASRec + text init", "FAME + facet pre-training"),
+    ("SASRec + text init", "FAME + facet pre-training, E frozen 5 epochs"),
+    ("SASRec", "FAME + facet pre-training"),
+]
 # suites whose report adds per-seed differences: (base variant, other variant) pairs
-PAIRED = {"beauty-final": [("SASRec", FAME_FINAL_LABEL), (SASREC_FINAL_LABEL, FAME_FINAL_LABEL)]}
+PAIRED = {
+    "beauty-final": [("SASRec", FAME_FINAL_LABEL), (SASREC_FINAL_LABEL, FAME_FINAL_LABEL)],
+    "beauty-text": TEXT_PAIRS,
+    "sports-text": TEXT_PAIRS,
+}
+# the earlier Beauty suites are ID-only (they predate the text table in configs/beauty.toml)
+BEAUTY_ID = {"init.method": "random", "data.item_text": ""}
 
 Run = tuple[str, str, dict, str]  # (run name, config, overrides, variant label)
 
@@ -161,6 +189,18 @@ SUITES: dict[str, list[Run]] = {
 }
 
 
+SUITES |= {
+    f"{ds}-text": per_seed(
+        SEEDS, *((f"{ds}-text-{tag}", ds, over, label) for tag, over, label in TEXT_VARIANTS)
+    )
+    for ds in ("beauty", "sports")
+}
+# the earlier Beauty suites ran before configs/beauty.toml named a text table and facets: their
+# runs stay ID-only (same train keys as their records)
+for _suite in ("beauty-models", "beauty-tuned", "beauty-final", "beauty-tuning"):
+    SUITES[_suite] = [(n, c, {**BEAUTY_ID, **o}, v) for n, c, o, v in SUITES[_suite]]
+
+
 ABOUT = {
     "beauty-models": "SASRec and FAME side by side (same code, same split, 3 seeds), and FAME's "
     "ablations of §7 (1 seed), all at `configs/beauty.toml`'s settings (the spec's defaults); "
@@ -176,6 +216,14 @@ ABOUT = {
     "(`exclude_history`) only. SASRec at the spec's defaults is the first row; the later SASRec "
     "rows give SASRec the same knobs (heads, dropout, lr) so that its defaults are no straw man. "
     "Valid differences under ~0.0005 are within seed noise (SASRec's 5-seed valid std: 0.0005).",
+    "beauty-text": "Issue 10 on Beauty: `configs/beauty.toml` (titles joined on the S3-Rec id, "
+    "facets brand / category / subcategory / leaf derived from the attribute lists, FAME at the "
+    "spec's defaults), one variant per initial item table, 3 seeds. `text init` is the MiniLM "
+    "vectors through the unsupervised PCA projection (the control: text without FAME or facets); "
+    "`facet pre-training` is §6; the ID-only rows reuse the earlier ID-only records (same train "
+    "keys).",
+    "sports-text": "The same on Sports and Outdoors (`configs/sports.toml`; its coarse category "
+    "is attribute level 1, level 0 being one id on 99% of the items).",
     "ml100k-init": "FAME's initial item embeddings: random, text (MiniLM embeddings through the "
     "unsupervised projection, no facet supervision) and facet_pretrain (§6), 3 seeds each.",
 }
@@ -206,6 +254,14 @@ def run_one(
     metrics: dict = {}
     for split, protocol, metric, value in rows:
         metrics.setdefault(protocol, {}).setdefault(split, {})[metric] = value
+    facet_report = []
+    if "pretrain" in ctx.results:
+        _, facet_report = query(
+            ctx.store.root,
+            f"""
+            select facet, representation, accuracy, n_items from facet_report
+            where artifact_key = '{ctx.results["pretrain"].key}'""",
+        )
     record = {
         "name": name,
         "suite": suite,
@@ -222,6 +278,10 @@ def run_one(
         "stages": {s: {"skipped": r.skipped, "seconds": r.seconds} for s, r in ctx.results.items()},
         "num_params": train.get("num_params"),
         "metrics": metrics,
+        "facet_report": [
+            dict(zip(("facet", "representation", "accuracy", "n_items"), r, strict=True))
+            for r in facet_report
+        ],
         "peak_rss_mb": peak_rss_mb(),
         "git": git_rev(),
         "machine": machine(),
@@ -269,6 +329,10 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+# two-sided 5% critical values of Student's t by degrees of freedom
+T_CRITICAL = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26}
+
+
 def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]:
     """Per-seed differences other − base of test NDCG@10: the seeds share the data order, so the
     paired difference is less noisy than the two means."""
@@ -298,10 +362,11 @@ def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]
             + " | ".join(f"{x:+.4f}" for x in d)
             + f" | {statistics.mean(d):+.4f}{spread} | {t} | {sum(x > 0 for x in d)}/{len(d)} |"
         )
+    df = len(seeds) - 1
+    critical = f"|t| > {T_CRITICAL[df]} is p < 0.05, two-sided" if df in T_CRITICAL else "–"
     return out + [
         "",
-        f"`paired t` = mean / (std / √n) with n − 1 = {len(seeds) - 1} degrees of freedom "
-        "(|t| > 2.78 is p < 0.05, two-sided, at n = 5).",
+        f"`paired t` = mean / (std / √n) with n − 1 = {df} degrees of freedom ({critical}).",
         "",
     ]
 

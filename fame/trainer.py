@@ -128,6 +128,7 @@ def fit(
     work_dir: str | Path,
     progress: bool = True,
     fail_at_epoch: int | None = None,
+    freeze_item_epochs: int = 0,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -135,6 +136,8 @@ def fit(
     optimizer, RNG and early-stopping state), so calling ``fit`` again with the same
     ``work_dir`` resumes after the last finished epoch and ends exactly as an uninterrupted run.
     ``fail_at_epoch`` raises ``InjectedFailure`` once that epoch is saved (tests).
+    ``freeze_item_epochs``: the item table E gets no update in the first that many epochs
+    (a pre-trained E is kept while the rest of the model adapts to it), then trains as usual.
     """
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +177,9 @@ def fit(
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
+        if freeze_item_epochs and any(p is model.item_emb.weight for p in params):
+            # no grad -> AdamW leaves E, its moments and its weight decay untouched this epoch
+            model.item_emb.weight.requires_grad_(epoch > freeze_item_epochs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, dynamic_ncols=True)
         loss = train_epoch(model, data, cfg, opt, loss_fn, shuffle_gen, device, bar)
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}

@@ -38,6 +38,11 @@ class DataConfig(Strict):
     dir: str = Field("", description="folder under data_dir (or absolute) holding the files")
     interactions: str = Field(description="interaction file name inside `dir`")
     items: str | None = Field(None, description="item metadata file name inside `dir` (optional)")
+    item_text: str | None = Field(
+        None,
+        description="s3rec only: an item table (TSV/CSV/Parquet with an `item_id` column) joined "
+        "on the S3-Rec item id; relative to `dir`, and never outside the data dir",
+    )
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str = "timestamp"
@@ -48,6 +53,11 @@ class DataConfig(Strict):
         "none", description="repeated (user, item) pairs: keep all, the first or the last"
     )
     min_rating: float | None = Field(None, description="drop interactions rated below this")
+
+    @field_validator("item_text")
+    @classmethod
+    def _empty_is_none(cls, v: str | None) -> str | None:
+        return v or None  # `--set data.item_text=''` switches a config's text table off
 
     @field_validator("name")
     @classmethod
@@ -72,6 +82,9 @@ class EncodeConfig(Strict):
 class InitConfig(Strict):
     method: Literal["random", "text", "facet_pretrain"] = "random"
     freeze: bool = Field(False, description="keep the initial item embeddings fixed")
+    freeze_epochs: int = Field(
+        0, ge=0, description="keep them fixed for the first N epochs only, then train them"
+    )
 
 
 class PathsConfig(Strict):
@@ -114,6 +127,20 @@ class RunConfig(Strict):
     def dataset_dir(self) -> Path:
         base = Path(self.data.dir).expanduser()
         return base if base.is_absolute() else self.data_dir() / base
+
+    def data_file(self, name: str, what: str) -> Path:
+        """A file named by ``data.<what>``, under the dataset folder; a relative name may climb
+        out of that folder (``../amazon-text/x.tsv``) but never out of the data dir."""
+        base = self.dataset_dir()
+        path = (base / Path(name).expanduser()).resolve()
+        if not Path(name).expanduser().is_absolute():
+            roots = [base.resolve(), self.data_dir().resolve()]
+            if not any(path.is_relative_to(r) for r in roots):
+                raise ConfigError(
+                    f"data.{what} = {name!r} resolves to {path}, outside the dataset folder "
+                    f"{roots[0]} and the data dir {roots[1]}; give an absolute path to mean it"
+                )
+        return path
 
     def artifacts_dir(self) -> Path:
         if self.paths.artifacts:

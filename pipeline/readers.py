@@ -40,6 +40,7 @@ class RawData:
     items: pa.Table | None = None  # item: string + metadata fields
     strict_items: bool = False  # metadata naming items absent from the interactions is an error
     source_files: list[Path] = field(default_factory=list)
+    items_file: Path | None = None  # the metadata file that ``strict_items`` errors name
 
 
 def require_file(path: Path) -> Path:
@@ -103,7 +104,9 @@ def _interactions(user, item, ts, rating=None) -> pa.Table:
 
 
 # -- (a) S3-Rec: "user item item ..." per line, line order is time order ---------------------
-def read_s3rec(seq_file: Path, attr_file: Path | None) -> RawData:
+def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = None) -> RawData:
+    """Sequences, plus the attribute lists split by the S3-Rec convention (``split_attributes``)
+    and an optional item-text table joined on the S3-Rec item id (``read_item_text``)."""
     lines = read_lines(require_file(seq_file))
     tokens = pc.split_pattern_regex(pc.utf8_trim_whitespace(lines), r"\s+")
     lengths = pc.list_value_length(tokens).to_numpy(zero_copy_only=False)
@@ -141,13 +144,48 @@ def read_s3rec(seq_file: Path, attr_file: Path | None) -> RawData:
     inter = inter.set_column(4, "ord", pa.array(np.flatnonzero(~is_user).astype(np.int64)))
     items_tbl = None
     if attr_file is not None:
-        items_tbl = _read_attributes(require_file(attr_file))
+        items_tbl = split_attributes(_read_attributes(require_file(attr_file)))
+    if text_file is not None:
+        # items are named as in the sequence file: canonical integers ("007" is item 7)
+        known = pc.cast(pc.cast(pa.array(np.unique(items)), pa.int64()), pa.string())
+        text = read_item_text(require_file(text_file), known)
+        if items_tbl is None:
+            items_tbl = text
+        else:
+            clash = sorted(set(text.column_names) & set(items_tbl.column_names) - {"item"})
+            if clash:
+                raise IngestError(
+                    text_file,
+                    f"column(s) {clash} clash with the fields derived from the attribute file",
+                    line=1,
+                    field=clash[0],
+                )
+            items_tbl = _outer_join_items(items_tbl, text)
+    inter = inter.set_column(
+        1, "item", pc.cast(pc.cast(inter["item"], pa.int64()), pa.string())
+    )  # the same canonical spelling as the attribute and text tables
     return RawData(
         inter,
         items_tbl,
         strict_items=True,
-        source_files=[seq_file, *([attr_file] if attr_file else [])],
+        source_files=[
+            seq_file,
+            *([attr_file] if attr_file else []),
+            *([text_file] if text_file else []),
+        ],
+        items_file=attr_file,
     )
+
+
+def _outer_join_items(left: pa.Table, right: pa.Table) -> pa.Table:
+    """Rows for every ``item`` of either table, the other table's fields null where it has no
+    row (Arrow's own join cannot carry list columns)."""
+    ids = pa.array(sorted(set(left["item"].to_pylist()) | set(right["item"].to_pylist())))
+    cols = {"item": ids}
+    for table in (left, right):
+        rows = pc.index_in(ids, value_set=table["item"])  # null where the item is absent
+        cols.update({c: table[c].take(rows) for c in table.column_names if c != "item"})
+    return pa.table(cols)
 
 
 def _read_attributes(path: Path) -> pa.Table:
@@ -164,10 +202,82 @@ def _read_attributes(path: Path) -> pa.Table:
             raise IngestError(path, f"item {key}: attributes must be a list of integers", field=key)
     return pa.table(
         {
-            "item": pa.array(list(data.keys()), pa.string()),
+            "item": pa.array([str(int(k)) for k in data], pa.string()),
             "attributes": pa.array(list(data.values()), pa.list_(pa.int64())),
         }
     )
+
+
+def split_attributes(table: pa.Table) -> pa.Table:
+    """Add ``brand`` and ``categories`` to an S3-Rec ``attributes`` table.
+
+    The S3-Rec convention, stated once here: an item's list is ``[brand] + categories`` (brand
+    first when the item has one, then its category path(s) below the top level), so an attribute
+    id that appears first in some list and never at a later position is a brand id. ``brand``
+    is the item's brand id (null without one); ``categories`` is the list without it, coarse to
+    fine, so the generic list facets apply: ``level`` (0 = coarse category), ``last`` (leaf),
+    ``set``.
+    """
+    attrs = table["attributes"]
+    flat = pc.list_flatten(attrs).to_numpy(zero_copy_only=False)
+    parent = pc.list_parent_indices(attrs).to_numpy(zero_copy_only=False)
+    offsets = attrs.combine_chunks().offsets.to_numpy()
+    first = np.zeros(len(flat), dtype=bool)
+    first[offsets[:-1][np.diff(offsets) > 0] - offsets[0]] = True
+    later_ids = np.unique(flat[~first])
+    is_brand = first & ~np.isin(flat, later_ids)
+    brand = np.full(table.num_rows, -1, dtype=np.int64)
+    brand[parent[is_brand]] = flat[is_brand]
+    keep = ~is_brand
+    counts = np.bincount(parent[keep], minlength=table.num_rows)
+    cat_offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    categories = pa.ListArray.from_arrays(pa.array(cat_offsets), pa.array(flat[keep]))
+    return table.append_column("brand", pa.array(brand, mask=brand < 0)).append_column(
+        "categories", categories
+    )
+
+
+def read_item_text(path: Path, known_items: pa.Array) -> pa.Table:
+    """An item table (TSV/CSV/Parquet) with an ``item_id`` column, joined on the dataset's ids.
+
+    Every other column becomes an item field, read as text; empty cells are missing values (an
+    empty title stays an item without a title, never the text ""). An id that is not an
+    integer, repeated, or never named by the interactions is an error naming the file and line.
+    """
+    table = _read_any_table(path)
+    line_of = (lambda i: f"row {i + 1}") if path.suffix == ".parquet" else (lambda i: i + 2)
+    _require_cols(table, path, ["item_id"])
+    ids = pc.cast(table["item_id"], pa.string())
+    bad = _first_bad(ids, r"^\s*\d+\s*$")
+    if bad is not None:
+        raise IngestError(
+            path, f"non-integer item id {ids[bad].as_py()!r}", line=line_of(bad), field="item_id"
+        )
+    ids = pc.cast(pc.cast(ids, pa.int64()), pa.string())
+    ids_np = ids.to_numpy(zero_copy_only=False)
+    _, first_at, counts = np.unique(ids_np, return_index=True, return_counts=True)
+    if (counts > 1).any():
+        dup_rows = np.flatnonzero(pc.is_in(ids, pa.array(ids_np[first_at[counts > 1]])))
+        row = int(dup_rows[1]) if len(dup_rows) > 1 else int(dup_rows[0])
+        raise IngestError(
+            path, f"item {ids_np[row]} is described twice", line=line_of(row), field="item_id"
+        )
+    unknown = np.flatnonzero(~pc.is_in(ids, known_items).to_numpy(zero_copy_only=False))
+    if unknown.size:
+        shown = ", ".join(ids_np[unknown[:5]])
+        raise IngestError(
+            path,
+            f"names {unknown.size} item(s) the interactions never name, e.g. {shown}",
+            line=line_of(int(unknown[0])),
+            field="item_id",
+        )
+    cols = {"item": ids}
+    for name in table.column_names:
+        if name == "item_id":
+            continue
+        col = pc.utf8_trim_whitespace(pc.cast(table[name], pa.string()))
+        cols[name] = pc.if_else(pc.equal(col, ""), pa.scalar(None, pa.string()), col)
+    return pa.table(cols)
 
 
 # -- (b) RecBole atomic files: tab separated, typed header "name:type" ------------------------
@@ -418,6 +528,39 @@ def read_table_file(path: Path) -> pa.Table:
         return pacsv.read_csv(path)
     except pa.ArrowInvalid as exc:
         raise IngestError(path, f"unreadable table: {exc}") from None
+
+
+def _read_any_table(path: Path) -> pa.Table:
+    """Parquet as stored; CSV and TSV (by suffix: ``.tsv``/``.tab`` are tab separated, no
+    quoting) with every column read as a string, so ids and text keep their spelling."""
+    require_file(path)
+    if path.suffix == ".parquet":
+        return read_table_file(path)
+    tab = path.suffix in (".tsv", ".tab")
+    parse = pacsv.ParseOptions(
+        delimiter="\t" if tab else ",", quote_char=False if tab else '"', escape_char=False
+    )
+    try:
+        with open(path, encoding="utf8") as fh:
+            header = fh.readline().rstrip("\r\n").split("\t" if tab else ",")
+        conv = pacsv.ConvertOptions(
+            column_types=dict.fromkeys([h.strip('"') for h in header], pa.string()),
+            strings_can_be_null=False,
+        )
+        return pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            parse_options=parse,
+            convert_options=conv,
+        )
+    except pa.ArrowInvalid as exc:
+        raise IngestError(
+            path,
+            f"malformed row: {exc}",
+            line=_first_bad_width(path, len(header), "\t" if tab else ","),
+        ) from None
+    except UnicodeDecodeError as exc:
+        raise IngestError(path, f"not UTF-8 text: {exc.reason}") from None
 
 
 def read_generic(

@@ -61,7 +61,7 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
         dup = con.execute(
             "SELECT item FROM raw_items GROUP BY item HAVING count(*) > 1 LIMIT 1"
         ).fetchall()
-        meta_file = raw.source_files[-1] if len(raw.source_files) > 1 else first
+        meta_file = raw.items_file or (raw.source_files[-1] if len(raw.source_files) > 1 else first)
         if dup:
             raise IngestError(meta_file, f"item {dup[0][0]!r} is described twice", field="item")
         if raw.strict_items:

@@ -100,7 +100,14 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             f"(item fields: {', '.join(items.column_names)}); encode needs item text"
         )
     if missing:
-        log.warning("encode: %d of %d items have no text and are left out", missing, items.num_rows)
+        no_text = sorted(set(items["item_id"].to_pylist()) - set(ids.tolist()))
+        log.warning(
+            "encode: %d of %d items have no text (the template renders empty), e.g. item_id %s; "
+            "they are not encoded and keep a random initial vector",
+            missing,
+            items.num_rows,
+            ", ".join(map(str, no_text[:5])),
+        )
     encoder = TextEncoder(
         enc_cfg.model,
         device=enc_cfg.device,

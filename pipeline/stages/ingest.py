@@ -31,10 +31,18 @@ def upstream(cfg: RunConfig) -> list[str]:
 
 
 def source_files(cfg: RunConfig) -> list[Path]:
-    base = cfg.dataset_dir()
-    files = [base / cfg.data.interactions]
-    if cfg.data.items:
-        files.append(base / cfg.data.items)
+    """Interactions, then item metadata and the item-text table where the config names them."""
+    d = cfg.data
+    files = [cfg.data_file(d.interactions, "interactions")]
+    if d.items:
+        files.append(cfg.data_file(d.items, "items"))
+    if d.item_text:
+        if d.format != "s3rec":
+            raise PipelineError(
+                f"data.item_text is read by the s3rec format only (data.format = {d.format!r}); "
+                "other formats take item text from data.items"
+            )
+        files.append(cfg.data_file(d.item_text, "item_text"))
     return files
 
 
@@ -52,15 +60,19 @@ def key_config(cfg: RunConfig) -> dict:
         )
     section = cfg.section("data")
     section.pop("dir", None)
+    if section.get("item_text") is None:  # added later: unset, old keys stay valid
+        section.pop("item_text", None)
     return {"data": section, "files": prints}
 
 
 def read_raw(cfg: RunConfig) -> RawData:
     d = cfg.data
     files = source_files(cfg)
-    inter, items = files[0], (files[1] if len(files) > 1 else None)
+    inter = files[0]
+    items = cfg.data_file(d.items, "items") if d.items else None
     if d.format == "s3rec":
-        return read_s3rec(inter, items)
+        text = cfg.data_file(d.item_text, "item_text") if d.item_text else None
+        return read_s3rec(inter, items, text)
     if d.format == "recbole":
         return read_recbole(inter, items, d.user_col, d.item_col, d.time_col)
     if d.format == "amazon":

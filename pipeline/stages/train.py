@@ -21,7 +21,7 @@ from fame.config import FAME_ONLY_FIELDS, ModelConfig
 from fame.data import SplitData
 from fame.model import SeqRecModel
 from fame.trainer import fit
-from pipeline.config import RunConfig
+from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
 from pipeline.stages.encode import vectors_of
@@ -40,6 +40,7 @@ NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
 # ModelConfig fields added after artifacts were first written: at their default they are left
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
 KEY_ONLY_IF_SET = {"residual", "router_top_k"}
+KEY_ONLY_IF_SET_INIT = {"freeze_epochs"}  # the same rule for InitConfig
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -61,7 +62,12 @@ def key_config(cfg: RunConfig) -> dict:
     }
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
-    key = {"model": model, "train": train, "init": cfg.section("init")}
+    init = {
+        k: v
+        for k, v in cfg.section("init").items()
+        if k not in KEY_ONLY_IF_SET_INIT or v != getattr(InitConfig(), k)
+    }
+    key = {"model": model, "train": train, "init": init}
     if cfg.init.method == "text":
         key["text_projection"] = TEXT_PROJECTION_VERSION
     return key
@@ -118,7 +124,14 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         model.load_item_init(
             init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
         )
-    result = fit(model, data, cfg.train, work_dir(ctx), progress=ctx.progress)
+    result = fit(
+        model,
+        data,
+        cfg.train,
+        work_dir(ctx),
+        progress=ctx.progress,
+        freeze_item_epochs=cfg.init.freeze_epochs,
+    )
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])
 

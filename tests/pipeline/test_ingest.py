@@ -62,7 +62,13 @@ def test_bad_input_leaves_no_artifact(make_config, artifacts, tmp_path):
     bad.mkdir()
     (bad / "X.txt").write_text("1 2 3 4\n2 3 oops 5\n")
     cfg = make_config(
-        "beauty", {"data.dir": str(bad), "data.interactions": "X.txt", "data.items": None}
+        "beauty",
+        {
+            "data.dir": str(bad),
+            "data.interactions": "X.txt",
+            "data.items": None,
+            "data.item_text": "",
+        },
     )
     with pytest.raises(
         IngestError, match=r"X\.txt, line 2, field 'item_id': non-integer id 'oops'"

@@ -28,3 +28,14 @@ def test_sasrec_key_ignores_fame_only_fields(make_config):
     )
     assert plan_keys(sasrec)["train"] == plan_keys(changed)["train"]
     assert plan_keys(sasrec)["train"] != plan_keys(make_config("beauty"))["train"]
+
+
+def test_init_freeze_epochs_enters_the_key_only_when_set(make_config):
+    base = make_config("beauty")
+    assert "freeze_epochs" not in key_config(base)["init"]
+    same = make_config("beauty", {"init.freeze_epochs": 0})
+    assert plan_keys(same)["train"] == plan_keys(base)["train"]
+    frozen = make_config("beauty", {"init.freeze_epochs": 5})
+    assert key_config(frozen)["init"]["freeze_epochs"] == 5
+    assert plan_keys(frozen)["train"] != plan_keys(base)["train"]
+    assert plan_keys(frozen)["pretrain"] == plan_keys(base)["pretrain"]

@@ -24,7 +24,13 @@ def test_s3rec_positions_are_time(tmp_path):
     (tmp_path / "X_item2attributes.json").write_text(json.dumps({"5": [1], "6": [1, 2], "7": []}))
     raw = read_s3rec(tmp_path / "X.txt", tmp_path / "X_item2attributes.json")
     assert _rows(raw) == [("1", "5", 0), ("1", "6", 1), ("1", "7", 2), ("2", "6", 0), ("2", "5", 1)]
-    assert raw.items.to_pylist()[1] == {"item": "6", "attributes": [1, 2]}
+    # 1 only ever comes first: a brand id (split_attributes); 2 is a category
+    assert raw.items.to_pylist()[1] == {
+        "item": "6",
+        "attributes": [1, 2],
+        "brand": 1,
+        "categories": [2],
+    }
 
 
 @pytest.mark.parametrize(
