@@ -424,6 +424,7 @@ def report() -> Path:
             out.append("")
         for base, other in PAIRED.get(suite, []):
             out += paired(done, label_of, base, other)
+        out += facet_section(done) + stage_times(done)
         if missing:
             out += [
                 f"Runs not finished yet: {', '.join(missing)} (resume with "
@@ -441,6 +442,48 @@ def report() -> Path:
     path.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {path}")
     return path
+
+
+def facet_section(done: list[dict]) -> list[str]:
+    """The pre-training check (§6.8) of the suite's first run that has one: per facet, kNN label
+    accuracy of its own slice, the other slices, the raw text vector and a random projection."""
+    rec = next((r for r in done if r.get("facet_report")), None)
+    if rec is None:
+        return []
+    rows = rec["facet_report"]
+    facets = list(dict.fromkeys(r["facet"] for r in rows))
+    acc = {(r["facet"], r["representation"]): r["accuracy"] for r in rows}
+    n = {r["facet"]: r["n_items"] for r in rows}
+    out = [
+        f"`facet_report` (pre-training of `{rec['name']}`): leave-one-out {10}-NN accuracy of "
+        "each facet's labels, among the items that have one.",
+        "",
+        "| facet | items | own slice | best other slice | raw text (384-d) | random projection |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for f in facets:
+        others = [(acc[(f, f"slice:{g}")], g) for g in facets if g != f]
+        best, by = max(others)
+        out.append(
+            f"| {f} | {n[f]} | **{acc[(f, f'slice:{f}')]:.3f}** | {best:.3f} ({by}) | "
+            f"{acc[(f, 'text')]:.3f} | {acc[(f, 'random')]:.3f} |"
+        )
+    return out + [""]
+
+
+def stage_times(done: list[dict]) -> list[str]:
+    """Wall time of the encode and pretrain stages where a run of the suite computed them."""
+    seen = {}
+    for r in done:
+        for stage in ("encode", "pretrain"):
+            st = r.get("stages", {}).get(stage)
+            if st and not st["skipped"] and stage not in seen and not r.get("reused_from"):
+                seen[stage] = (st["seconds"], r["name"])
+    if not seen:
+        return []
+    parts = [f"{s} {sec:.0f} s (`{name}`)" for s, (sec, name) in seen.items()]
+    return ["Stage wall times, computed once and cached for the other runs: " + ", ".join(parts)
+            + ".", ""]  # fmt: skip
 
 
 def _load(name: str) -> dict | None:
@@ -500,7 +543,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run")
-    run.add_argument("--suite", choices=sorted(SUITES), required=True)
+    run.add_argument(
+        "--suite",
+        choices=sorted(SUITES),
+        required=True,
+        action="append",
+        help="repeatable: several suites run seed by seed (every suite's seed 1 first)",
+    )
     run.add_argument("--only", default="", help="comma-separated run names")
     run.add_argument(
         "--artifacts", default=None, help="artifact root (default: config / ./artifacts)"
@@ -514,15 +563,17 @@ def main() -> None:
 
             torch.set_num_threads(args.threads)
         only = set(filter(None, args.only.split(",")))
-        for name, config, overrides, variant in SUITES[args.suite]:
+        queue = [(run, suite) for suite in args.suite for run in SUITES[suite]]
+        queue.sort(key=lambda q: q[0][2].get("train.seed", 0))  # stable: suite order per seed
+        for (name, config, overrides, variant), suite in queue:
             if (only and name not in only) or (RUNS / f"{name}.json").is_file():
                 continue
             print(f"== {name}", flush=True)
-            rec = reuse_finished(name, config, overrides, variant, args.suite)
+            rec = reuse_finished(name, config, overrides, variant, suite)
             if rec is not None:
                 print(f"   same train key as {rec['reused_from']}: reused", flush=True)
             else:
-                rec = run_one(name, config, overrides, variant, args.suite, args.artifacts)
+                rec = run_one(name, config, overrides, variant, suite, args.artifacts)
             print(
                 f"   test ndcg@10 {rec['metrics']['exclude_history']['test']['ndcg@10']:.4f} "
                 f"best epoch {rec['best_epoch']} in {rec['train_seconds']:.0f}s",

@@ -180,7 +180,7 @@ def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = 
 def _outer_join_items(left: pa.Table, right: pa.Table) -> pa.Table:
     """Rows for every ``item`` of either table, the other table's fields null where it has no
     row (Arrow's own join cannot carry list columns)."""
-    ids = pa.array(sorted(set(left["item"].to_pylist()) | set(right["item"].to_pylist())))
+    ids = pc.unique(pa.chunked_array([left["item"], right["item"]]).combine_chunks())
     cols = {"item": ids}
     for table in (left, right):
         rows = pc.index_in(ids, value_set=table["item"])  # null where the item is absent
@@ -245,7 +245,8 @@ def read_item_text(path: Path, known_items: pa.Array) -> pa.Table:
     integer, repeated, or never named by the interactions is an error naming the file and line.
     """
     table = _read_any_table(path)
-    line_of = (lambda i: f"row {i + 1}") if path.suffix == ".parquet" else (lambda i: i + 2)
+    # the line of data row i: after the header in text files; the row number in Parquet
+    line_of = (lambda i: i + 1) if path.suffix == ".parquet" else (lambda i: i + 2)
     _require_cols(table, path, ["item_id"])
     ids = pc.cast(table["item_id"], pa.string())
     bad = _first_bad(ids, r"^\s*\d+\s*$")
@@ -255,10 +256,10 @@ def read_item_text(path: Path, known_items: pa.Array) -> pa.Table:
         )
     ids = pc.cast(pc.cast(ids, pa.int64()), pa.string())
     ids_np = ids.to_numpy(zero_copy_only=False)
-    _, first_at, counts = np.unique(ids_np, return_index=True, return_counts=True)
-    if (counts > 1).any():
-        dup_rows = np.flatnonzero(pc.is_in(ids, pa.array(ids_np[first_at[counts > 1]])))
-        row = int(dup_rows[1]) if len(dup_rows) > 1 else int(dup_rows[0])
+    _, first_at, inverse = np.unique(ids_np, return_index=True, return_inverse=True)
+    repeated = np.flatnonzero(first_at[inverse] != np.arange(len(ids_np)))
+    if repeated.size:  # the first row whose id an earlier row already gave
+        row = int(repeated[0])
         raise IngestError(
             path, f"item {ids_np[row]} is described twice", line=line_of(row), field="item_id"
         )

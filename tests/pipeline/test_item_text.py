@@ -240,3 +240,11 @@ def test_train_starts_from_the_text_vectors(tmp_path, method):
 def _trained_table(ctx) -> np.ndarray:
     model, _ = load_checkpoint(ctx.results["train"].artifact.path / CHECKPOINT)
     return model.item_emb.weight.detach().numpy()
+
+
+def test_duplicate_reported_at_its_first_repeat(tmp_path):
+    rows = [(5, "a", "x"), (2, "b", "y"), (2, "c", "z"), (5, "d", "w")]
+    seq, attrs, text = _dataset(tmp_path, rows)
+    with pytest.raises(IngestError, match="item 2 is described twice") as exc:
+        read_s3rec(seq, attrs, text)
+    assert exc.value.line == 4
