@@ -271,11 +271,16 @@ def run_one(
         "config": cfg.model_dump(mode="json"),
         "run_id": ctx.run_id,
         "train_key": ctx.keys["train"],
+        "keys": dict(ctx.keys),
         "best_epoch": train["best_epoch"],
         "epochs_run": train["epochs_run"],
         "train_seconds": train["train_seconds"],
         "pipeline_wall_seconds": wall,
         "stages": {s: {"skipped": r.skipped, "seconds": r.seconds} for s, r in ctx.results.items()},
+        # what each stage's artifact took to compute, also where this run found it cached
+        "artifact_seconds": {
+            s: r.artifact.manifest.get("compute_seconds") for s, r in ctx.results.items()
+        },
         "num_params": train.get("num_params"),
         "metrics": metrics,
         "facet_report": [
@@ -476,12 +481,12 @@ def stage_times(done: list[dict]) -> list[str]:
     seen = {}
     for r in done:
         for stage in ("encode", "pretrain"):
-            st = r.get("stages", {}).get(stage)
-            if st and not st["skipped"] and stage not in seen and not r.get("reused_from"):
-                seen[stage] = (st["seconds"], r["name"])
+            sec = r.get("artifact_seconds", {}).get(stage)
+            if sec is not None and stage not in seen and not r.get("reused_from"):
+                seen[stage] = (sec, r["name"])
     if not seen:
         return []
-    parts = [f"{s} {sec:.0f} s (`{name}`)" for s, (sec, name) in seen.items()]
+    parts = [f"{s} {sec:.0f} s (artifact of `{name}`)" for s, (sec, name) in seen.items()]
     return ["Stage wall times, computed once and cached for the other runs: " + ", ".join(parts)
             + ".", ""]  # fmt: skip
 
