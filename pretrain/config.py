@@ -43,3 +43,10 @@ class PretrainConfig:
     seed: int = 42
     device: str = "auto"
     knn_k: int = Field(10, ge=1)
+    # §6.9 alternatives [choice]. start: "scratch" = φ_k from a random init; "pca" = slice k
+    # starts as the k-th block of d' principal axes of the text vectors (φ_k learns a residual
+    # from zero), so the facet losses rotate a projection that keeps the title's information
+    start: Literal["scratch", "pca"] = "scratch"
+    # λ of an information-keeping term: a linear decoder from [z^1 ‖ … ‖ z^H] back to t_v,
+    # loss 1 - cos; at an alternating step only facet k's slice (and the decoder) moves
+    keep_text: float = Field(0.0, ge=0)

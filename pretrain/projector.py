@@ -17,16 +17,34 @@ class FacetProjector(nn.Module):
     ``forward`` still evaluates all facets in one batched op by stacking their weights.
     """
 
-    def __init__(self, facets: int, dim_in: int, hidden: int, dim_out: int):
+    def __init__(
+        self,
+        facets: int,
+        dim_in: int,
+        hidden: int,
+        dim_out: int,
+        base: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        """``base`` = (mean (D,), axes (H, D, d')): a fixed linear start, z^k = normalize((t - μ)
+        A_k + φ_k(t)) with φ_k's last layer at zero, so training begins from the projection."""
         super().__init__()
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
             for _ in range(facets)
         )
+        self.register_buffer("mean", None if base is None else base[0].clone())
+        self.register_buffer("axes", None if base is None else base[1].clone())
+        if base is not None:
+            for m in self.mlps:
+                nn.init.zeros_(m[2].weight)
+                nn.init.zeros_(m[2].bias)
 
     def project(self, x: torch.Tensor, k: int) -> torch.Tensor:
         """Facet k only: (n, D) -> (n, d')."""
-        return F.normalize(self.mlps[k](x), dim=-1)
+        out = self.mlps[k](x)
+        if self.axes is not None:
+            out = out + (x - self.mean) @ self.axes[k]
+        return F.normalize(out, dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All facets: (n, D) -> (n, H, d')."""
@@ -35,4 +53,7 @@ class FacetProjector(nn.Module):
         w2 = torch.stack([m[2].weight for m in self.mlps])  # (H, d', hidden)
         b2 = torch.stack([m[2].bias for m in self.mlps])  # (H, d')
         h = F.gelu(torch.einsum("nd,khd->nkh", x, w1) + b1)  # (n, H, hidden)
-        return F.normalize(torch.einsum("nkh,koh->nko", h, w2) + b2, dim=-1)
+        out = torch.einsum("nkh,koh->nko", h, w2) + b2  # (n, H, d')
+        if self.axes is not None:
+            out = out + torch.einsum("nd,kdo->nko", x - self.mean, self.axes)
+        return F.normalize(out, dim=-1)

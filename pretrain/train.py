@@ -26,6 +26,7 @@ __all__ = [
     "PretrainResult",
     "initial_embeddings",
     "knn_report",
+    "pca_axes",
     "plain_projection",
     "pretrain_facets",
 ]
@@ -89,22 +90,44 @@ def pretrain_facets(
     device = torch.device(resolve_device(cfg.device))
     x = torch.from_numpy(text_emb).to(device)
     y = torch.from_numpy(labels).to(device)
+    base = None
+    if cfg.start == "pca":
+        if H * d_prime > min(text_emb.shape[1], len(text_emb) - 1):
+            raise ValueError(
+                f"pretrain.start = 'pca' needs H·d' = {H * d_prime} principal axes; the text "
+                f"vectors have {text_emb.shape[1]} dims over {len(text_emb)} items"
+            )
+        mean, axes = pca_axes(text_emb, H * d_prime)  # (D,), (D, H·d')
+        axes = axes.reshape(axes.shape[0], H, d_prime).transpose(1, 0, 2)  # (H, D, d')
+        base = (
+            torch.from_numpy(mean).float(),
+            torch.from_numpy(np.ascontiguousarray(axes)).float(),
+        )
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's RNG
         torch.manual_seed(cfg.seed)
-        model = FacetProjector(H, x.shape[1], cfg.hidden, d_prime).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        model = FacetProjector(H, x.shape[1], cfg.hidden, d_prime, base=base).to(device)
+        decoder = torch.nn.Linear(H * d_prime, x.shape[1]).to(device) if cfg.keep_text else None
+    params = [*model.parameters(), *(decoder.parameters() if decoder is not None else [])]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     losses: list[tuple[int, float]] = []
     bar = tqdm(range(cfg.steps), desc="pretrain", disable=not progress, dynamic_ncols=True)
     with _one_thread_on_cpu(device):
         for step in bar:
             facets = [step % H] if cfg.schedule == "alternating" else list(range(H))
             parts = []
+            keep = []
             for k in facets:
                 idx = torch.from_numpy(samplers[k].sample()).to(device)
-                parts.append(supcon_loss(model.project(x[idx], k), y[k, idx], cfg.temperature))
+                z_k = model.project(x[idx], k)
+                parts.append(supcon_loss(z_k, y[k, idx], cfg.temperature))
+                if decoder is not None:
+                    keep.append(_keep_text_loss(model, decoder, x[idx], z_k, k))
             opt.zero_grad(set_to_none=True)  # facets not trained this step get no update at all
             per_facet = torch.stack(parts)
-            per_facet.sum().backward()
+            total = per_facet.sum()
+            if keep:
+                total = total + cfg.keep_text * torch.stack(keep).sum()
+            total.backward()
             opt.step()
             losses.extend(zip(facets, per_facet.detach().cpu().tolist(), strict=True))
             if step % 50 == 0 or step == cfg.steps - 1:
@@ -119,6 +142,17 @@ def pretrain_facets(
     )
 
 
+def _keep_text_loss(
+    model: FacetProjector, decoder: torch.nn.Linear, x: torch.Tensor, z_k: torch.Tensor, k: int
+) -> torch.Tensor:
+    """1 - cos(decoder([z^1 ‖ … ‖ z^H]), t_v) over the batch, only slice k (the facet this step
+    trains) carrying gradient, so other facets' φ_j stay untouched at this step."""
+    with torch.no_grad():
+        z = model(x)  # (B, H, d')
+    z = torch.cat([z[:, :k], z_k[:, None], z[:, k + 1 :]], dim=1)
+    return (1 - F.cosine_similarity(decoder(z.flatten(1)), x, dim=-1)).mean()
+
+
 def _scale(x: np.ndarray, std: float) -> np.ndarray:
     return (x * (std / max(float(x.std()), 1e-12))).astype(np.float32)
 
@@ -130,20 +164,30 @@ def initial_embeddings(z: np.ndarray, std: float) -> np.ndarray:
     return _scale(z.reshape(z.shape[0], -1), std)
 
 
+def pca_axes(text_emb: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), the top r principal axes (D, r)) of the rows, largest variance first.
+
+    Axes come from the D×D covariance (cheap for any n); each is signed so its largest loading
+    is positive, so the result does not depend on the eigensolver's signs.
+    """
+    x = np.asarray(text_emb, dtype=np.float64)
+    mean = x.mean(0)
+    xc = x - mean
+    _, vecs = np.linalg.eigh(xc.T @ xc)  # eigenvalues ascending
+    axes = vecs[:, ::-1][:, :r]
+    axes = axes * np.sign(axes[np.abs(axes).argmax(0), np.arange(r)])
+    return mean, axes
+
+
 def plain_projection(text_emb: np.ndarray, d: int, std: float, seed: int = 0) -> np.ndarray:
     """The ``init=text`` ablation: PCA of the text vectors to d dims, no facet supervision.
 
-    Principal axes come from the D×D covariance (cheap for any n); each axis is signed so its
-    largest loading is positive, so the result does not depend on the eigensolver's signs.
-    Where d exceeds the rank available, the missing dims are seeded noise of matching scale.
+    Principal axes from ``pca_axes``. Where d exceeds the rank available, the missing dims are seeded noise of matching scale.
     """
     x = np.asarray(text_emb, dtype=np.float64)
-    x = x - x.mean(0, keepdims=True)
-    _, vecs = np.linalg.eigh(x.T @ x)  # eigenvalues ascending
     r = min(d, x.shape[1], max(len(x) - 1, 1))
-    axes = vecs[:, ::-1][:, :r]
-    axes = axes * np.sign(axes[np.abs(axes).argmax(0), np.arange(r)])
-    proj = x @ axes
+    mean, axes = pca_axes(x, r)
+    proj = (x - mean) @ axes
     if r < d:
         rng = np.random.default_rng(seed)
         noise = rng.normal(size=(len(x), d - r)) * max(float(proj.std()), 1e-6)

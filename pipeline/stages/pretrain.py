@@ -17,6 +17,7 @@ from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput
 from pipeline.stages.encode import vectors_of
+from pretrain.config import PretrainConfig
 from storage.vectors import from_column, to_column
 
 if TYPE_CHECKING:
@@ -32,10 +33,20 @@ def upstream(cfg: RunConfig) -> list[str]:
     return ["ingest", "encode"]
 
 
+# PretrainConfig fields added after artifacts were first written: in the key only when set
+KEY_ONLY_IF_SET = {"start", "keep_text"}
+
+
 def key_config(cfg: RunConfig) -> dict:
+    defaults = PretrainConfig()
+    section = {
+        k: v
+        for k, v in cfg.section("pretrain").items()
+        if k != "device" and (k not in KEY_ONLY_IF_SET or v != getattr(defaults, k))
+    }
     return {
         "facets": cfg.section("facets"),
-        "pretrain": {k: v for k, v in cfg.section("pretrain").items() if k != "device"},
+        "pretrain": section,
         "d": cfg.model.d,
         "heads": cfg.model.heads,
         "init_std": cfg.model.init_std,
