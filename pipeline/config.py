@@ -85,6 +85,11 @@ class InitConfig(Strict):
     freeze_epochs: int = Field(
         0, ge=0, description="keep them fixed for the first N epochs only, then train them"
     )
+    scale: Literal["table", "slice"] = Field(
+        "table",
+        description="text/facet_pretrain tables: one factor for the whole table (§6.7), or each "
+        "head's d'-slice scaled to model.init_std on its own (PCA puts most variance in slice 0)",
+    )
 
 
 class PathsConfig(Strict):

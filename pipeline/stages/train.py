@@ -40,7 +40,7 @@ NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
 # ModelConfig fields added after artifacts were first written: at their default they are left
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
 KEY_ONLY_IF_SET = {"residual", "router_top_k"}
-KEY_ONLY_IF_SET_INIT = {"freeze_epochs"}  # the same rule for InitConfig
+KEY_ONLY_IF_SET_INIT = {"freeze_epochs", "scale"}  # the same rule for InitConfig
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -102,6 +102,11 @@ def initial_table(
         vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
     if vec.shape[1] != cfg.model.d:
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
+    if cfg.init.scale == "slice":
+        H = cfg.model.heads
+        slices = vec.reshape(len(vec), H, -1)  # (n, H, d')
+        std = slices.std(axis=(0, 2), keepdims=True)
+        vec = (slices * (cfg.model.init_std / np.maximum(std, 1e-12))).reshape(len(vec), -1)
     gen = torch.Generator().manual_seed(cfg.train.seed)
     table = torch.randn(num_items + 1, cfg.model.d, generator=gen) * cfg.model.init_std
     table[torch.tensor(ids)] = torch.tensor(vec, dtype=torch.float32)

@@ -248,3 +248,20 @@ def test_duplicate_reported_at_its_first_repeat(tmp_path):
     with pytest.raises(IngestError, match="item 2 is described twice") as exc:
         read_s3rec(seq, attrs, text)
     assert exc.value.line == 4
+
+
+def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
+    from pipeline.stages.train import initial_table
+
+    _dataset(tmp_path)
+    cfg = _config(tmp_path, tmp_path / "a", **{"init.method": "text"})
+    ctx = run_pipeline(cfg, ["ingest", "encode"], progress=False)
+    inputs = {s: r.artifact for s, r in ctx.results.items()}
+    ids = inputs["encode"].table("text_embeddings")["item_id"].to_numpy()
+    table = initial_table(cfg, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
+    per_slice = table.std(axis=(0, 2))
+    assert per_slice[0] > per_slice[-1]  # PCA: most variance in the first slice
+    sliced = _config(tmp_path, tmp_path / "a", **{"init.method": "text", "init.scale": "slice"})
+    table = initial_table(sliced, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
+    np.testing.assert_allclose(table.std(axis=(0, 2)), cfg.model.init_std, rtol=1e-4)
+    assert plan_keys(sliced)["train"] != plan_keys(cfg)["train"]
