@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from flows.state import DEFAULT_PORT, state_dir
 from pipeline import cli as base
+from pipeline import display
 from pipeline.config import ConfigError, parse_value
+from pipeline.display import say
 from pipeline.errors import PipelineError
 
 # pipeline.cli's commands and groups, in a new app (pipeline.cli.app itself stays Prefect-free);
@@ -30,7 +31,6 @@ app.registered_groups = list(base.app.registered_groups)
 _PLAIN_RUN = next(i for i, c in enumerate(app.registered_commands) if c.callback is base.run)
 server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
 app.add_typer(server_app, name="server")
-out = base.out
 
 PortOpt = Annotated[int, typer.Option(help="port of the local server on 127.0.0.1")]
 
@@ -76,8 +76,9 @@ def run(
 
     server = status()
     url = use_prefect_env(server["port"] if server.get("healthy") else None)
-    base.console.print(
-        f"Prefect: {url}" if url else "Prefect: ephemeral mode (no server; `fame server start`)"
+    say(
+        f"Prefect: {url}" if url else "Prefect: ephemeral mode (no server; `fame server start`)",
+        stderr=True,
     )
     from flows.flow import fame
 
@@ -99,25 +100,24 @@ app.registered_commands[_PLAIN_RUN] = app.registered_commands.pop()  # `run` whe
 
 
 def _print_result(result: dict) -> None:
-    table = Table(title=f"run {result['run_id']}")
-    for col in ("stage", "status", "seconds", "task seconds", "key"):
-        table.add_column(col)
-    for stage, r in result["stages"].items():
-        table.add_row(
+    rows = [
+        (
             stage,
             "skipped" if r["skipped"] else "computed",
             f"{r['seconds']:.2f}",
             f"{r['wall_seconds']:.2f}",
             r["key"],
         )
-    out.print(table)
+        for stage, r in result["stages"].items()
+    ]
+    columns = ("stage", "status", "seconds", "task seconds", "key")
+    display.show(display.table(columns, rows, title=f"run {result['run_id']}"))
     if ev := result["stages"].get("evaluate"):
         from pipeline.report import metrics_table
 
-        out.print(metrics_table(Path(result["catalog"]).parent, ev["key"]))
-    out.print(
-        f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(Path(result["catalog"]).parent)} "select * from stages")'
-    )
+        display.show(metrics_table(Path(result["catalog"]).parent, ev["key"]))
+    root = Path(result["catalog"]).parent
+    say(f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(root)} "select * from stages")')
 
 
 def _root_opt(root: Path) -> str:
@@ -161,8 +161,8 @@ def server_start(port: PortOpt = DEFAULT_PORT) -> None:
         base._fail(exc)
         return
     verb = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "already running"
-    out.print(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
-    out.print(f"export PREFECT_API_URL={info['url']}")
+    say(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
+    say(f"export PREFECT_API_URL={info['url']}")
 
 
 @server_app.command("stop")
@@ -171,7 +171,7 @@ def server_stop() -> None:
     from flows.server import stop
 
     stopped = stop()
-    out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
 
 
 @server_app.command("status")
@@ -182,13 +182,13 @@ def server_status() -> None:
     info = status()
     if info.get("running"):
         health = "healthy" if info["healthy"] else "NOT healthy"
-        out.print(f"server {health}: {info['url']} (UI {info['ui']}), pid {info['pid']}")
-        out.print(f"  state: {state_dir()}  log: {info['log']}")
+        say(f"server {health}: {info['url']} (UI {info['ui']}), pid {info['pid']}")
+        say(f"  state: {state_dir()}  log: {info['log']}")
     else:
-        out.print(f"no server running (state dir {state_dir()})")
+        say(f"no server running (state dir {state_dir()})")
     serve = serve_status()
     if serve.get("running"):
-        out.print(f"fame serve: pid {serve['pid']}, log {serve['log']}")
+        say(f"fame serve: pid {serve['pid']}, log {serve['log']}")
     if not info.get("healthy"):
         raise typer.Exit(1)
 
@@ -209,29 +209,31 @@ def demo(
 
     if stop:
         stopped = stop_all()
-        out.print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+        say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return
     overrides = _overrides(sets)
     cfg = base._load(config, sets, None)  # fail on a bad config before starting anything
     try:
         info = start(port)
         how = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "running"
-        out.print(f"[1/3] Prefect server {how}: {info['ui']}")
+        say(f"[1/3] Prefect server {how}: {info['ui']}")
         serve = start_serve(info["port"])
     except ServerError as exc:
         base._fail(exc)
         return
     if serve.get("cwd", os.getcwd()) != os.getcwd():
-        base.console.print(
-            f"[yellow]note:[/] `fame serve` runs in {serve['cwd']}; its ./artifacts is used"
+        say(
+            ("note:", "yellow"),
+            f" `fame serve` runs in {serve['cwd']}; its ./artifacts is used",
+            stderr=True,
         )
-    out.print(f"[2/3] `fame serve` (pid {serve['pid']}) serves fame/full-pipeline and fame/<stage>")
+    say(f"[2/3] `fame serve` (pid {serve['pid']}) serves fame/full-pipeline and fame/<stage>")
     params: dict[str, Any] = {"config": config}
     if overrides:
         params["overrides"] = overrides
     cmd = [*prefect_cmd(), "deployment", "run", "fame/full-pipeline", "--watch"]
     cmd += ["--params", json.dumps(params)]
-    out.print(f"[3/3] prefect deployment run fame/full-pipeline --watch --params '{cmd[-1]}'")
+    say(f"[3/3] prefect deployment run fame/full-pipeline --watch --params '{cmd[-1]}'")
     sys.stdout.flush()
     done = subprocess.run(cmd, env=prefect_env(info["port"]))
     if done.returncode != 0:
@@ -247,8 +249,8 @@ def demo(
     root = cfg.artifacts_dir()
     catalog, opt = root / "catalog.duckdb", _root_opt(root)
     _print_latest_run(root)
-    out.print(metrics_table(root, plan_keys(cfg)["evaluate"]))
-    out.print(
+    display.show(metrics_table(root, plan_keys(cfg)["evaluate"]))
+    say(
         f"""
 Artifacts   {root}
   fame sql{opt} "select run_id, stage, status, seconds from stages order by started_at desc limit 5"
@@ -270,10 +272,7 @@ def _print_latest_run(root: Path) -> None:
         "SELECT stage, status, round(seconds, 2) AS seconds, key FROM stages WHERE run_id = "
         "(SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) ORDER BY started_at",
     )
-    table = Table(*cols, title="this run (skipped = reused from the store)")
-    for row in rows:
-        table.add_row(*(str(v) for v in row))
-    out.print(table)
+    display.show(display.table(cols, rows, title="this run (skipped = reused from the store)"))
 
 
 if __name__ == "__main__":

@@ -12,18 +12,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from pipeline import display
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch public ones.")
 app.add_typer(data_app, name="data")
-console = Console(stderr=True)
-# tables on stdout; when piped (no terminal width) rich would wrap at 80 columns
-out = Console(width=None if sys.stdout.isatty() else 160)
 
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")
@@ -40,7 +36,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars"
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}", highlight=False)
+    display.error(exc)
     raise typer.Exit(2)
 
 
@@ -71,20 +67,28 @@ def _run(config: str, sets, data_dir, stages: list[str] | None, force, quiet: bo
 
 
 def _print_stage_table(ctx) -> None:
-    table = Table(title=f"run {ctx.run_id} ({ctx.config.data.name})")
-    for col in ("stage", "status", "seconds", "key", "rows"):
-        table.add_column(col)
-    for res in ctx.results.values():
-        rows = ", ".join(f"{k}={v}" for k, v in res.rows.items())
-        table.add_row(
-            res.stage, "skipped" if res.skipped else "computed", f"{res.seconds:.2f}", res.key, rows
+    rows = [
+        (
+            res.stage,
+            "skipped" if res.skipped else "computed",
+            f"{res.seconds:.2f}",
+            res.key,
+            ", ".join(f"{k}={v}" for k, v in res.rows.items()),
         )
-    out.print(table)
+        for res in ctx.results.values()
+    ]
+    display.show(
+        display.table(
+            ("stage", "status", "seconds", "key", "rows"),
+            rows,
+            title=f"run {ctx.run_id} ({ctx.config.data.name})",
+        )
+    )
     if "evaluate" in ctx.results:
         from pipeline.report import metrics_table
 
-        out.print(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
-    out.print(
+        display.show(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
+    display.say(
         f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
     )
 
@@ -174,13 +178,11 @@ def sql(
         writer.writerows(rows)
         sys.stdout.write(buf.getvalue())
     elif fmt == "table":
-        table = Table(*columns)
         shown = rows if limit <= 0 else rows[:limit]
-        for row in shown:
-            table.add_row(*("NULL" if v is None else str(v) for v in row))
-        out.print(table)
+        cells = [["NULL" if v is None else v for v in row] for row in shown]
+        display.show(display.table(columns, cells))
         if len(shown) < len(rows):
-            console.print(f"({len(rows)} rows, {len(shown)} shown; --limit 0 for all)")
+            display.say(f"({len(rows)} rows, {len(shown)} shown; --limit 0 for all)", stderr=True)
     else:
         _fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
 
@@ -204,18 +206,17 @@ def recommend(
     except PipelineError as exc:
         _fail(exc)
         return
-    table = Table(title=f"top-{k} for user {user} ({cfg.data.name}, {cfg.model.name})")
-    for col in ("rank", "item_id", "source_id", "title", "score"):
-        table.add_column(col)
+    columns = ["rank", "item_id", "source_id", "title", "score"]
     if rec.head_scores:
-        for h in range(len(rec.gate)):
-            table.add_column(f"head{h} (g={rec.gate[h]:.2f})")
+        columns += [f"head{h} (g={rec.gate[h]:.2f})" for h in range(len(rec.gate))]
+    rows = []
     for i, (item, src, title, score) in enumerate(
         zip(rec.items, source_ids(cfg, rec.items), rec.titles, rec.scores, strict=True), 1
     ):
         extra = [f"{s:.3f}" for s in rec.head_scores[i - 1]] if rec.head_scores else []
-        table.add_row(str(i), str(item), src, title or "", f"{score:.3f}", *extra)
-    out.print(table)
+        rows.append([i, item, src, title or "", f"{score:.3f}", *extra])
+    title = f"top-{k} for user {user} ({cfg.data.name}, {cfg.model.name})"
+    display.show(display.table(columns, rows, title=title))
 
 
 @app.command("config")
@@ -254,7 +255,7 @@ def data_fetch(
     except PipelineError as exc:
         _fail(exc)
         return
-    typer.echo(f"{name} written to {path}")
+    display.say(f"{name} written to {path}")
 
 
 def main() -> None:  # pragma: no cover

@@ -6,15 +6,25 @@ One config object drives every stage. Each stage hashes only the sections it rea
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
-from fame.config import ModelConfig, TrainConfig
+from fame.config import Float, Int, ModelConfig, NonNegInt, PosInt, TrainConfig
 from pretrain.config import FacetSpec, PretrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +37,7 @@ class ConfigError(ValueError):
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
 class DataConfig(Strict):
@@ -46,13 +56,13 @@ class DataConfig(Strict):
     user_col: str = "user_id"
     item_col: str = "item_id"
     time_col: str = "timestamp"
-    user_core: int = Field(0, ge=0, description="k-core: min interactions per user (0 = off)")
-    item_core: int = Field(0, ge=0, description="k-core: min interactions per item (0 = off)")
-    min_seq_len: int = Field(3, ge=3, description="users with fewer interactions are dropped")
+    user_core: NonNegInt = Field(0, description="k-core: min interactions per user (0 = off)")
+    item_core: NonNegInt = Field(0, description="k-core: min interactions per item (0 = off)")
+    min_seq_len: Int = Field(3, ge=3, description="users with fewer interactions are dropped")
     dedup: Literal["none", "first", "last"] = Field(
         "none", description="repeated (user, item) pairs: keep all, the first or the last"
     )
-    min_rating: float | None = Field(None, description="drop interactions rated below this")
+    min_rating: Float | None = Field(None, description="drop interactions rated below this")
 
     @field_validator("item_text")
     @classmethod
@@ -74,16 +84,16 @@ class EncodeConfig(Strict):
         "default", description="'default' (offline all-MiniLM-L6-v2), a model name or local dir"
     )
     template: str = Field("{title}", description="item text template over item fields")
-    batch_size: int = Field(64, gt=0)
-    max_length: int | None = None
+    batch_size: PosInt = 64
+    max_length: PosInt | None = None
     device: str = "auto"
 
 
 class InitConfig(Strict):
     method: Literal["random", "text", "facet_pretrain"] = "random"
     freeze: bool = Field(False, description="keep the initial item embeddings fixed")
-    freeze_epochs: int = Field(
-        0, ge=0, description="keep them fixed for the first N epochs only, then train them"
+    freeze_epochs: NonNegInt = Field(
+        0, description="keep them fixed for the first N epochs only, then train them"
     )
     scale: Literal["table", "slice"] = Field(
         "table",
@@ -98,7 +108,7 @@ class PathsConfig(Strict):
 
 
 class EvalConfig(Strict):
-    topk: int = Field(20, gt=0, description="length of the stored top-k list in `rankings`")
+    topk: PosInt = Field(20, description="length of the stored top-k list in `rankings`")
     protocols: list[Literal["exclude_history", "keep_history"]] = Field(
         default_factory=lambda: ["exclude_history", "keep_history"]
     )
@@ -114,6 +124,29 @@ class RunConfig(Strict):
     init: InitConfig = Field(default_factory=InitConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @field_validator("pretrain", "facets", mode="wrap")
+    @classmethod
+    def _plain_numbers(
+        cls, value: Any, handler: ValidatorFunctionWrapHandler, info: ValidationInfo
+    ) -> Any:
+        """What ``fame.config``'s number types refuse (a boolean for a number, NaN, ±inf), for
+        the sections whose classes ``pretrain.config`` declares with plain ``int``/``float``."""
+        loc = info.field_name
+        annotation = cls.model_fields[loc].annotation
+        many = get_origin(annotation) is list
+        spec = get_args(annotation)[0] if many else annotation
+        raws = list(enumerate(value)) if many and isinstance(value, list) else [(None, value)]
+        for i, raw in raws:
+            _refuse_bools(raw, spec, loc if i is None else f"{loc}.{i}")
+        result = handler(value)
+        for i, obj in enumerate(result) if many else [(None, result)]:
+            for f in dataclasses.fields(obj):
+                val = getattr(obj, f.name)
+                if isinstance(val, float) and not math.isfinite(val):
+                    where = loc if i is None else f"{loc}.{i}"
+                    raise ValueError(f"{where}.{f.name}: expected a finite number, got {val}")
+        return result
 
     # -- resolved locations -------------------------------------------------------------------
     def data_dir(self) -> Path:
@@ -155,6 +188,19 @@ class RunConfig(Strict):
     def section(self, name: str) -> Any:
         """A section as plain JSON-able data (what stage keys hash)."""
         return self.model_dump(mode="json")[name]
+
+
+def _refuse_bools(raw: Any, spec: type, loc: str) -> None:
+    """A boolean given for a non-boolean field of ``spec`` in raw input: pydantic's lax mode
+    would read ``steps = true`` as 1."""
+    if not isinstance(raw, dict):
+        return
+    for key, val in raw.items():
+        field = spec.__pydantic_fields__.get(key)
+        if field is None or not isinstance(val, bool):
+            continue
+        if bool not in (field.annotation, *get_args(field.annotation)):
+            raise ValueError(f"{loc}.{key}: expected a number, got the boolean {str(val).lower()}")
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:

@@ -49,6 +49,23 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def require_utf8(path: Path) -> None:
+    """Raise naming the first line of ``path`` that is not UTF-8 (error paths only: it reads
+    the file again, line by line; ``.gz`` files decompressed)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            try:
+                line.decode("utf8")
+            except UnicodeDecodeError as exc:
+                raise IngestError(
+                    path,
+                    f"not UTF-8 text: invalid byte 0x{line[exc.start]:02x} at position "
+                    f"{exc.start + 1} of the line (re-encode the file as UTF-8)",
+                    line=lineno,
+                ) from None
+
+
 def _first_bad(col: pa.ChunkedArray | pa.Array, pattern: str) -> int | None:
     ok = pc.match_substring_regex(pc.fill_null(col, ""), pattern)
     bad = np.flatnonzero(~ok.to_numpy(zero_copy_only=False))
@@ -85,22 +102,98 @@ def read_lines(path: Path, encoding: str = "utf8") -> pa.ChunkedArray:
             "line"
         ]
     except pa.ArrowInvalid as exc:
+        if encoding.replace("-", "").lower() == "utf8":
+            require_utf8(path)
         raise IngestError(path, f"unreadable: {exc}") from None
 
 
-def _interactions(user, item, ts, rating=None) -> pa.Table:
+def _read_csv(path: Path, **options) -> pa.Table:
+    """``pyarrow.csv.read_csv``, its errors naming the file (and the line of bad UTF-8)."""
+    try:
+        table = pacsv.read_csv(require_file(path), **options)
+    except pa.ArrowInvalid as exc:
+        require_utf8(path)
+        raise IngestError(path, f"unreadable table: {exc}") from None
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+        require_utf8(path)  # type inference reads a column with bad UTF-8 as bytes
+    return table
+
+
+# what an id may not contain: ASCII control characters (NUL, newline, tab, ...)
+CONTROL_RE = r"[\x00-\x1f\x7f]"
+
+
+def _interactions(
+    user, item, ts, rating=None, *, file: Path, fields: tuple[str, ...], line_of=lambda i: i + 1
+) -> pa.Table:
+    """The normalised interactions table; ``fields`` names the user, item, timestamp and rating
+    columns of ``file`` for errors, ``line_of`` maps a row to its line."""
     n = len(user)
-    return pa.table(
-        {
-            "user": pc.cast(user, pa.string()),
-            "item": pc.cast(item, pa.string()),
-            "timestamp": pc.cast(ts, pa.float64()),
-            "rating": pc.cast(rating, pa.float64())
-            if rating is not None
-            else pa.nulls(n, pa.float64()),
-            "ord": pa.array(np.arange(n, dtype=np.int64)),
-        }
-    )
+    cols = {}
+    for name, col, target, fld in (
+        ("user", user, pa.string(), fields[0]),
+        ("item", item, pa.string(), fields[1]),
+        ("timestamp", ts, pa.float64(), fields[2]),
+        ("rating", rating, pa.float64(), fields[3]),
+    ):
+        if col is None:
+            cols[name] = pa.nulls(n, target)
+            continue
+        try:
+            cols[name] = pc.cast(col, target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise IngestError(file, f"cannot read as {target}: {exc}", field=fld) from None
+        try:  # the JSON and Parquet readers do not check that strings are UTF-8
+            cols[name].validate(full=True)
+        except pa.ArrowInvalid:
+            if file.suffix != ".parquet":
+                require_utf8(file)
+            raise IngestError(file, "not UTF-8 text", field=fld) from None
+    table = pa.table({**cols, "ord": pa.array(np.arange(n, dtype=np.int64))})
+    _check_interactions(table, file, fields, line_of)
+    return table
+
+
+def _first(mask) -> int | None:
+    bad = np.flatnonzero(pc.fill_null(mask, True).to_numpy(zero_copy_only=False))
+    return int(bad[0]) if bad.size else None
+
+
+def _check_interactions(table: pa.Table, file: Path, fields: tuple[str, ...], line_of) -> None:
+    """Ids present, non-empty and free of control characters; timestamps present and finite;
+    ratings finite where given. The first bad row is named by file, line and field."""
+    for name, fld in zip(("user", "item"), fields, strict=False):
+        col = table[name]
+        if (row := _first(pc.equal(pc.utf8_trim_whitespace(col), ""))) is not None:
+            raise IngestError(file, "empty id", line=line_of(row), field=fld)
+        if (row := _first(pc.match_substring_regex(col, CONTROL_RE))) is not None:
+            raise IngestError(
+                file,
+                f"id {col[row].as_py()!r} contains a control character",
+                line=line_of(row),
+                field=fld,
+            )
+    ts = table["timestamp"]
+    if (row := _first(pc.invert(pc.is_finite(ts)))) is not None:
+        value = ts[row].as_py()
+        raise IngestError(
+            file,
+            "missing timestamp (empty, or a null marker such as NA or NaN)"
+            if value is None
+            else f"expected a finite number, got {value}",
+            line=line_of(row),
+            field=fields[2],
+        )
+    rating = table["rating"]
+    if rating.null_count < len(rating):
+        bad = pc.and_kleene(pc.is_valid(rating), pc.invert(pc.is_finite(rating)))
+        if (row := _first(pc.fill_null(bad, False))) is not None:
+            raise IngestError(
+                file,
+                f"expected a finite number, got {rating[row].as_py()}",
+                line=line_of(row),
+                field=fields[3],
+            )
 
 
 # -- (a) S3-Rec: "user item item ..." per line, line order is time order ---------------------
@@ -139,7 +232,11 @@ def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = 
     items = flat_np[~is_user]
     position = np.arange(len(flat)) - starts[parent]
     inter = _interactions(
-        pa.array(users), pa.array(items), pa.array((position[~is_user] - 1).astype(np.float64))
+        pa.array(users),
+        pa.array(items),
+        pa.array((position[~is_user] - 1).astype(np.float64)),
+        file=seq_file,
+        fields=("user_id", "item_id", "position", "rating"),
     )
     inter = inter.set_column(4, "ord", pa.array(np.flatnonzero(~is_user).astype(np.int64)))
     items_tbl = None
@@ -190,7 +287,10 @@ def _outer_join_items(left: pa.Table, right: pa.Table) -> pa.Table:
 
 def _read_attributes(path: Path) -> pa.Table:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf8"))
+    except UnicodeDecodeError:
+        require_utf8(path)
+        raise
     except json.JSONDecodeError as exc:
         raise IngestError(path, f"invalid JSON: {exc.msg}", line=exc.lineno) from None
     if not isinstance(data, dict):
@@ -288,8 +388,12 @@ RECBOLE_TYPES = {"token", "token_seq", "float", "float_seq"}
 def read_atomic(path: Path) -> pa.Table:
     """Read a RecBole atomic file; token_seq -> list<string>, float -> float64."""
     require_file(path)
-    with open(path, encoding="utf8") as fh:
-        header = fh.readline().rstrip("\n").split("\t")
+    try:
+        with open(path, encoding="utf8") as fh:
+            header = fh.readline().rstrip("\n").split("\t")
+    except UnicodeDecodeError:
+        require_utf8(path)
+        raise
     names, types = [], []
     for col in header:
         name, _, typ = col.partition(":")
@@ -308,6 +412,7 @@ def read_atomic(path: Path) -> pa.Table:
     try:
         table = pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)
     except pa.ArrowInvalid as exc:
+        require_utf8(path)
         raise IngestError(
             path, f"malformed row: {exc}", line=_first_bad_width(path, len(names), "\t")
         ) from None
@@ -350,7 +455,15 @@ def read_recbole(
     _require_cols(inter, inter_file, [user_col, item_col, time_col])
     rating = inter["rating"] if "rating" in inter.column_names else None
     raw = RawData(
-        _interactions(inter[user_col], inter[item_col], inter[time_col], rating),
+        _interactions(
+            inter[user_col],
+            inter[item_col],
+            inter[time_col],
+            rating,
+            file=inter_file,
+            fields=(user_col, item_col, time_col, "rating"),
+            line_of=lambda i: i + 2,
+        ),
         source_files=[inter_file],
     )
     if item_file is not None:
@@ -395,6 +508,7 @@ def read_amazon(reviews_file: Path, meta_file: Path | None) -> RawData:
             ),
         )
     except pa.ArrowInvalid as exc:
+        require_utf8(reviews_file)
         raise IngestError(reviews_file, f"malformed JSON line: {exc}") from None
     for col in ("reviewerID", "asin", "unixReviewTime"):
         if reviews[col].null_count:
@@ -402,7 +516,12 @@ def read_amazon(reviews_file: Path, meta_file: Path | None) -> RawData:
             raise IngestError(reviews_file, "missing field", line=row + 1, field=col)
     raw = RawData(
         _interactions(
-            reviews["reviewerID"], reviews["asin"], reviews["unixReviewTime"], reviews["overall"]
+            reviews["reviewerID"],
+            reviews["asin"],
+            reviews["unixReviewTime"],
+            reviews["overall"],
+            file=reviews_file,
+            fields=("reviewerID", "asin", "unixReviewTime", "overall"),
         ),
         source_files=[reviews_file],
     )
@@ -417,6 +536,14 @@ def _read_amazon_meta(path: Path) -> pa.Table:
     rows: dict[str, list] = {
         k: [] for k in ("item", "title", "brand", "categories", "price", "description")
     }
+    try:
+        return _parse_amazon_meta(path, opener, rows)
+    except UnicodeDecodeError:
+        require_utf8(path)
+        raise
+
+
+def _parse_amazon_meta(path: Path, opener, rows: dict[str, list]) -> pa.Table:
     with opener(path, "rt", encoding="utf8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -481,8 +608,8 @@ def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
     if ratings_file.suffix == ".dat":
         cols = _split_dat(ratings_file, 4, ["user", "item", "rating", "ts"], "utf8")
     else:
-        table = pacsv.read_csv(
-            require_file(ratings_file),
+        table = _read_csv(
+            ratings_file,
             convert_options=pacsv.ConvertOptions(
                 column_types={
                     "userId": pa.string(),
@@ -505,7 +632,15 @@ def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
         for fld, kind in (("user", "int"), ("item", "int"), ("ts", "int"), ("rating", "float"))
     }
     raw = RawData(
-        _interactions(num["user"], num["item"], num["ts"], num["rating"]),
+        _interactions(
+            num["user"],
+            num["item"],
+            num["ts"],
+            num["rating"],
+            file=ratings_file,
+            fields=("user", "item", "ts", "rating"),
+            line_of=line_of,
+        ),
         source_files=[ratings_file],
     )
     if movies_file is not None:
@@ -513,7 +648,7 @@ def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
             m = _split_dat(movies_file, 3, ["item", "title", "genres"], "latin-1")
             raw.items = _movies(m["item"], m["title"], m["genres"], movies_file, "|")
         else:
-            t = pacsv.read_csv(require_file(movies_file))
+            t = _read_csv(movies_file)
             _require_cols(t, movies_file, ["movieId", "title", "genres"])
             raw.items = _movies(t["movieId"], t["title"], t["genres"], movies_file, "|")
         raw.source_files.append(movies_file)
@@ -522,11 +657,10 @@ def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
 
 # -- (e) generic interactions table (CSV/Parquet) + optional items table ----------------------
 def read_table_file(path: Path) -> pa.Table:
-    require_file(path)
+    if path.suffix != ".parquet":
+        return _read_csv(path)
     try:
-        if path.suffix == ".parquet":
-            return pq.read_table(path)
-        return pacsv.read_csv(path)
+        return pq.read_table(require_file(path))
     except pa.ArrowInvalid as exc:
         raise IngestError(path, f"unreadable table: {exc}") from None
 
@@ -555,13 +689,15 @@ def _read_any_table(path: Path) -> pa.Table:
             convert_options=conv,
         )
     except pa.ArrowInvalid as exc:
+        require_utf8(path)
         raise IngestError(
             path,
             f"malformed row: {exc}",
             line=_first_bad_width(path, len(header), "\t" if tab else ","),
         ) from None
-    except UnicodeDecodeError as exc:
-        raise IngestError(path, f"not UTF-8 text: {exc.reason}") from None
+    except UnicodeDecodeError:
+        require_utf8(path)
+        raise
 
 
 def read_generic(
@@ -576,7 +712,16 @@ def read_generic(
         ts = to_number(pc.cast(ts, pa.string()), inter_file, time_col, "float", lambda i: i + 2)
     rating = inter["rating"] if "rating" in inter.column_names else None
     raw = RawData(
-        _interactions(inter[user_col], inter[item_col], ts, rating), source_files=[inter_file]
+        _interactions(
+            inter[user_col],
+            inter[item_col],
+            ts,
+            rating,
+            file=inter_file,
+            fields=(user_col, item_col, time_col, "rating"),
+            line_of=(lambda i: i + 1) if inter_file.suffix == ".parquet" else (lambda i: i + 2),
+        ),
+        source_files=[inter_file],
     )
     if item_file is not None:
         items = read_table_file(item_file)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from pipeline.display import table
 from storage import query
 
 METRIC_ORDER = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
@@ -31,14 +32,16 @@ def pivot(rows: list[dict]) -> list[tuple[str, str, dict[str, float]]]:
 
 
 def metrics_table(root: Path, evaluate_key: str) -> Table:
-    table = Table(title="metrics (full ranking)")
-    table.add_column("protocol")
-    table.add_column("split")
-    for name in METRIC_ORDER:
-        table.add_column(name, justify="right")
-    for protocol, split, m in pivot(metric_rows(root, evaluate_key)):
-        table.add_row(protocol, split, *(f"{m[n]:.4f}" if n in m else "-" for n in METRIC_ORDER))
-    return table
+    rows = [
+        (protocol, split, *(f"{m[n]:.4f}" if n in m else "-" for n in METRIC_ORDER))
+        for protocol, split, m in pivot(metric_rows(root, evaluate_key))
+    ]
+    return table(
+        ("protocol", "split", *METRIC_ORDER),
+        rows,
+        title="metrics (full ranking)",
+        justify=dict.fromkeys(METRIC_ORDER, "right"),
+    )
 
 
 def metrics_markdown(root: Path, evaluate_key: str) -> str:

@@ -10,6 +10,7 @@ shows every stored version with its ``artifact_key``. Result views (``metrics``,
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,6 @@ RESULT_VIEWS: dict[str, tuple[str, str]] = {
     "facet_report": ("pretrain", "facet_report"),
 }
 RECORD_VIEWS = ("runs", "stages")
-READ_ONLY_TYPES = {"SELECT", "EXPLAIN"}
 
 
 class CatalogError(RuntimeError):
@@ -112,28 +112,141 @@ def refresh_catalog(root: str | Path) -> Path:
     return final
 
 
+def _one_line(exc: BaseException) -> str:
+    """The first line of a duckdb message, minus its ``Xxx Error:`` prefix."""
+    lines = str(exc).strip().splitlines()
+    return re.sub(r"^[A-Z][A-Za-z ]* Error: ", "", lines[0]) if lines else type(exc).__name__
+
+
+def _connect(path: Path, root: Path) -> duckdb.DuckDBPyConnection:
+    """Open the catalog read-only, sandboxed to ``root``, with the configuration locked.
+
+    ``allowed_directories`` cannot be passed at connect time in DuckDB 2.0 ("cannot change
+    allowed_directories before the database is started"), and cannot be changed once external
+    access is off, so the order is: connect, allow the root, disable external access, lock. No
+    user SQL has run on the connection before the lock, so a later SET/RESET cannot undo it.
+    """
+    config = {
+        "autoinstall_known_extensions": False,
+        "autoload_known_extensions": False,
+        "allow_community_extensions": False,
+        "allow_unsigned_extensions": False,
+        "python_enable_replacements": False,  # no scans of Python variables by name
+    }
+    try:
+        con = duckdb.connect(str(path), read_only=True, config=config)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise CatalogError(
+                f"another process holds the catalog {path} (lock conflict); retry when it is done"
+            ) from exc
+        raise CatalogError(f"cannot open the catalog {path}: {_one_line(exc)}") from exc
+    except duckdb.ConnectionException as exc:
+        raise CatalogError(
+            f"the catalog {path} is already open in this process with other settings; "
+            "close that connection and retry"
+        ) from exc
+    except duckdb.Error as exc:
+        raise CatalogError(f"cannot open the catalog {path}: {_one_line(exc)}") from exc
+    try:
+        if not con.execute("SELECT current_setting('lock_configuration')").fetchone()[0]:
+            con.execute(f"SET allowed_directories = [{_sql_str(str(root) + os.sep)}]")
+            con.execute("SET enable_external_access = false")
+            con.execute("SET lock_configuration = true")
+        # Settings are per database instance (shared by connections to the same file in this
+        # process), so check what is in force rather than trusting the SETs above.
+        (external, locked, autoload, autoinstall, allowed) = con.execute(
+            "SELECT current_setting('enable_external_access'), "
+            "current_setting('lock_configuration'), "
+            "current_setting('autoload_known_extensions'), "
+            "current_setting('autoinstall_known_extensions'), "
+            "current_setting('allowed_directories')"
+        ).fetchone()
+        root_dir = str(root) + os.sep
+        # duckdb adds its own temp directory (``catalog.duckdb.tmp/``, inside the root)
+        if external or not locked or autoload or autoinstall:
+            raise CatalogError("could not lock down the catalog connection; refusing to query")
+        if any(not str(d).startswith(root_dir) for d in allowed):
+            raise CatalogError(
+                f"the catalog connection allows directories outside {root}: {list(allowed)}"
+            )
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> str:
+    """The one read-only statement in ``sql``, rebuilt from what was checked; else CatalogError.
+
+    Allowed: a single SELECT-type statement (SELECT/WITH/FROM/VALUES/SHOW/DESCRIBE/SUMMARIZE),
+    or ``EXPLAIN [ANALYZE]`` of one. ``EXPLAIN`` parses as its own statement type whatever it
+    wraps (``EXPLAIN ANALYZE COPY ... TO``), so the explained statement is parsed again and must
+    itself be a SELECT.
+    """
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise CatalogError(f"SQL parse error: {_one_line(exc)}") from exc
+    if not statements:
+        raise CatalogError("empty query")
+    if len(statements) > 1:
+        raise CatalogError(
+            f"refused: {len(statements)} statements; send exactly one read-only query"
+        )
+    stmt = statements[0]
+    kind = stmt.type.name
+    if kind == "SELECT":
+        return stmt.query
+    if kind != "EXPLAIN":
+        raise CatalogError(
+            f"refused: {kind} statement; the catalog is read-only "
+            "(only SELECT/SHOW/DESCRIBE/SUMMARIZE queries and EXPLAIN of them are allowed)"
+        )
+    raw = stmt.query.encode()  # tokenize() offsets are byte offsets
+    tokens = duckdb.tokenize(stmt.query)
+    ends = [off for off, _ in tokens[1:]] + [len(raw)]
+    # (start, text) of each token that is not a comment
+    words = [
+        (off, raw[off:end].decode(errors="replace").strip().upper())
+        for (off, typ), end in zip(tokens, ends, strict=True)
+        if typ != duckdb.token_type.comment
+    ]
+    if not words or words[0][1] != "EXPLAIN":
+        raise CatalogError("refused: could not read the EXPLAIN statement; write EXPLAIN SELECT …")
+    i, analyze = 1, False
+    if len(words) > 1 and words[1][1] in ("ANALYZE", "ANALYSE"):
+        i, analyze = 2, True
+    inner_sql = raw[words[i][0] :].decode() if i < len(words) else ""
+    try:
+        inner = con.extract_statements(inner_sql)
+    except duckdb.Error as exc:
+        raise CatalogError(
+            "refused: EXPLAIN is only allowed for a SELECT (EXPLAIN options are not supported)"
+        ) from exc
+    if len(inner) != 1 or inner[0].type.name != "SELECT":
+        what = inner[0].type.name if len(inner) == 1 else f"{len(inner)} statements"
+        raise CatalogError(f"refused: EXPLAIN of {what}; only EXPLAIN [ANALYZE] SELECT is allowed")
+    return ("EXPLAIN ANALYZE " if analyze else "EXPLAIN ") + inner[0].query
+
+
 def query(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run read-only SQL against the catalog; any statement that could write is refused."""
-    path = Path(root).resolve() / CATALOG
+    """Run one read-only query against the catalog.
+
+    The connection is read-only and sandboxed: only files under the artifact root can be read
+    (``enable_external_access=false`` + ``allowed_directories``), no extension is installed or
+    loaded, and the configuration is locked. On top of that, only a single SELECT-type statement
+    (or EXPLAIN of one) is accepted, since COPY … TO a path under the root would otherwise write.
+    """
+    root = Path(root).resolve()
+    path = root / CATALOG
     if not path.is_file():
         refresh_catalog(root)
-    con = duckdb.connect(str(path), read_only=True)
+    con = _connect(path, root)
     try:
+        checked = _read_only_sql(con, sql)
         try:
-            statements = con.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise CatalogError(f"SQL parse error: {exc}") from exc
-        if not statements:
-            raise CatalogError("empty query")
-        for stmt in statements:
-            kind = stmt.type.name
-            if kind not in READ_ONLY_TYPES:
-                raise CatalogError(
-                    f"refused: {kind} statement; the catalog is read-only "
-                    "(only SELECT/SHOW/DESCRIBE/EXPLAIN queries are allowed)"
-                )
-        try:
-            cur = con.execute(sql)
+            cur = con.execute(checked)
             columns = [d[0] for d in cur.description] if cur.description else []
             rows = cur.fetchall() if cur.description else []
         except duckdb.CatalogException as exc:
@@ -145,6 +258,10 @@ def query(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]
             ]
             raise CatalogError(
                 f"{exc}\navailable views: {', '.join(sorted(views)) or '(none yet)'}"
+            ) from exc
+        except duckdb.PermissionException as exc:
+            raise CatalogError(
+                f"refused: {_one_line(exc)} (only files under the artifact root {root} can be read)"
             ) from exc
         except duckdb.Error as exc:
             raise CatalogError(str(exc)) from exc
