@@ -578,6 +578,31 @@ def bench_section() -> list[str]:
             f"({d['per_stage_overhead_seconds']:.2f} s per stage; plain runner "
             f"{d['plain_runner_cached_seconds']:.2f} s) (`{d['command']}`, {d['git']})"
         )
+    for path in sorted(RESULTS.glob("pretrain_sweep_*.json")):
+        d = json.loads(path.read_text())
+        out += [
+            "",
+            f"Facet pre-training settings on `{d['config']}` (`{d['command']}`, {d['git']}): kNN "
+            "label accuracy of each facet from its own slice, the raw text vector and the best "
+            "other slice (mean over the facets "
+            f"{', '.join(d['facets'])}), and `text recall@10`: how often an item's nearest text "
+            "neighbour is among its 10 nearest rows of the initial table. `seconds`: wall time "
+            "of pre-training, measured at low priority beside a training run.",
+            "",
+            "| setting | own slice | raw text | best other slice | text recall@10 | seconds |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in d["rows"]:
+            if "own" not in r:
+                out.append(f"| {r['setting']} | – | – | – | {r['text_recall@10']:.3f} | – |")
+                continue
+            own, text, other = (
+                statistics.mean(r[k].values()) for k in ("own", "text", "best_other")
+            )
+            out.append(
+                f"| {r['setting']} | {own:.3f} | {text:.3f} | {other:.3f} | "
+                f"{r['text_recall@10']:.3f} | {r['pretrain_seconds']:.0f} |"
+            )
     m = (_load("train_speed.json") or _load("ingest.json") or {}).get("machine", {})
     if m:
         out += [
