@@ -264,8 +264,10 @@ ABOUT = {
     "(same train keys).",
     "beauty-text-tuning": "What was tried on Beauty (seed 1; choices on valid NDCG@10 only) "
     "after FAME with a text or facet table fell behind SASRec + text init at the spec's "
-    "defaults: the §6.9 alternatives (information-keeping term, PCA start), FAME at its tuned "
-    "ID-only setting (2 heads, so 2 facets: brand and leaf), and SASRec's own tuned lr with text.",
+    "defaults: FAME at its tuned ID-only setting (2 heads, so 2 facets: brand and leaf), the "
+    "§6.9 PCA start there, and SASRec's own tuned lr with text. The other pre-training knobs "
+    "(temperature, steps, label balance, schedule, keep_text) were judged without training, in "
+    "the pre-training sweep under Benchmarks.",
     "sports-text": "The same on Sports and Outdoors (`configs/sports.toml`; its coarse category "
     "is attribute level 1, level 0 being one id on 99% of the items).",
     "ml100k-init": "FAME's initial item embeddings: random, text (MiniLM embeddings through the "
