@@ -17,4 +17,7 @@ def from_column(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     flat = column.flatten().to_numpy(zero_copy_only=False)
-    return np.array(flat, dtype=np.float32).reshape(len(column), -1)
+    dim = column.type.list_size if pa.types.is_fixed_size_list(column.type) else -1
+    if len(column) == 0:  # reshape(0, -1) is ambiguous: the type knows d
+        return np.zeros((0, max(dim, 0)), dtype=np.float32)
+    return np.array(flat, dtype=np.float32).reshape(len(column), dim)

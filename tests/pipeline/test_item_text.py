@@ -265,3 +265,18 @@ def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
     table = initial_table(sliced, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
     np.testing.assert_allclose(table.std(axis=(0, 2)), cfg.model.init_std, rtol=1e-4)
     assert plan_keys(sliced)["train"] != plan_keys(cfg)["train"]
+
+
+def test_encode_cache_holding_none_of_the_texts(tmp_path):
+    """A second dataset's first encode finds a cache (of another dataset's texts) with none of
+    its texts: every text is encoded, nothing crashes (seen on Sports after Beauty)."""
+    import numpy as np
+
+    from pipeline.stages.encode import EmbeddingCache
+    from storage.vectors import from_column, to_column
+
+    cache = EmbeddingCache(tmp_path, "enc")
+    cache.add(["a" * 64], np.ones((1, 4), dtype=np.float32))
+    assert cache.lookup(["b" * 64]) == {}
+    assert set(cache.lookup(["a" * 64, "b" * 64])) == {"a" * 64}
+    assert from_column(to_column(np.zeros((0, 4)))).shape == (0, 4)
