@@ -73,7 +73,7 @@ class EmbeddingCache:
         table = pq.read_table(self.dir)
         wanted = pc.is_in(table["text_hash"], value_set=pa.array(sorted(set(hashes))))
         table = table.filter(wanted)
-        vectors = from_column(table["vector"]).reshape(table.num_rows, -1)
+        vectors = from_column(table["vector"])  # (rows, D), also for no rows
         return dict(zip(table["text_hash"].to_pylist(), vectors, strict=True))
 
     def add(self, hashes: list[str], vectors: np.ndarray) -> None:
