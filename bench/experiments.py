@@ -71,8 +71,6 @@ PAIRED = {
     "beauty-text": TEXT_PAIRS,
     "sports-text": TEXT_PAIRS,
 }
-# the earlier Beauty suites are ID-only (they predate the text table in configs/beauty.toml)
-BEAUTY_ID = {"init.method": "random", "data.item_text": ""}
 
 Run = tuple[str, str, dict, str]  # (run name, config, overrides, variant label)
 
@@ -235,7 +233,7 @@ SUITES["beauty-text-tuning"] = [
 # the earlier Beauty suites ran before configs/beauty.toml named a text table and facets: their
 # runs stay ID-only (same train keys as their records)
 for _suite in ("beauty-models", "beauty-tuned", "beauty-final", "beauty-tuning"):
-    SUITES[_suite] = [(n, c, {**BEAUTY_ID, **o}, v) for n, c, o, v in SUITES[_suite]]
+    SUITES[_suite] = [(n, c, {**ID_ONLY, **o}, v) for n, c, o, v in SUITES[_suite]]
 
 
 ABOUT = {

@@ -239,13 +239,13 @@ def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = 
         fields=("user_id", "item_id", "position", "rating"),
     )
     inter = inter.set_column(4, "ord", pa.array(np.flatnonzero(~is_user).astype(np.int64)))
+    # canonical integers ("007" is item 7), the spelling of the attribute and text tables
+    inter = inter.set_column(1, "item", pc.cast(pc.cast(inter["item"], pa.int64()), pa.string()))
     items_tbl = None
     if attr_file is not None:
         items_tbl = split_attributes(_read_attributes(require_file(attr_file)))
     if text_file is not None:
-        # items are named as in the sequence file: canonical integers ("007" is item 7)
-        known = pc.cast(pc.cast(pa.array(np.unique(items)), pa.int64()), pa.string())
-        text = read_item_text(require_file(text_file), known)
+        text = read_item_text(require_file(text_file), pc.unique(inter["item"]))
         if items_tbl is None:
             items_tbl = text
         else:
@@ -258,9 +258,6 @@ def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = 
                     field=clash[0],
                 )
             items_tbl = _outer_join_items(items_tbl, text)
-    inter = inter.set_column(
-        1, "item", pc.cast(pc.cast(inter["item"], pa.int64()), pa.string())
-    )  # the same canonical spelling as the attribute and text tables
     return RawData(
         inter,
         items_tbl,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,3 +17,12 @@ class StageOutput:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     files: Callable[[Path], None] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def drop_at_default(section: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:
+    """``section`` without those fields of ``later`` that hold the default given there.
+
+    Config fields added after artifacts were first written enter a stage key only when set, so
+    the artifacts (and bench records) of configs they do not change keep their keys.
+    """
+    return {k: v for k, v in section.items() if k not in later or v != later[k]}

@@ -16,7 +16,7 @@ from pipeline.readers import (
     read_s3rec,
 )
 from pipeline.sequences import prepare
-from pipeline.stages.base import StageOutput
+from pipeline.stages.base import StageOutput, drop_at_default
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -58,10 +58,8 @@ def key_config(cfg: RunConfig) -> dict:
                 "mtime_ns": st.st_mtime_ns if st else None,
             }
         )
-    section = cfg.section("data")
+    section = drop_at_default(cfg.section("data"), {"item_text": None})
     section.pop("dir", None)
-    if section.get("item_text") is None:  # added later: unset, old keys stay valid
-        section.pop("item_text", None)
     return {"data": section, "files": prints}
 
 

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import StageOutput
+from pipeline.stages.base import StageOutput, drop_at_default
 from pipeline.stages.encode import vectors_of
 from pretrain.config import PretrainConfig
 from storage.vectors import from_column, to_column
@@ -35,15 +35,12 @@ def upstream(cfg: RunConfig) -> list[str]:
 
 # PretrainConfig fields added after artifacts were first written: in the key only when set
 KEY_ONLY_IF_SET = {"start", "keep_text"}
+_DEFAULTS = {k: getattr(PretrainConfig(), k) for k in KEY_ONLY_IF_SET}
 
 
 def key_config(cfg: RunConfig) -> dict:
-    defaults = PretrainConfig()
-    section = {
-        k: v
-        for k, v in cfg.section("pretrain").items()
-        if k != "device" and (k not in KEY_ONLY_IF_SET or v != getattr(defaults, k))
-    }
+    section = drop_at_default(cfg.section("pretrain"), _DEFAULTS)
+    section.pop("device")
     return {
         "facets": cfg.section("facets"),
         "pretrain": section,

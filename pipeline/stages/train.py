@@ -23,7 +23,7 @@ from fame.model import SeqRecModel
 from fame.trainer import fit
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import StageOutput
+from pipeline.stages.base import StageOutput, drop_at_default
 from pipeline.stages.encode import vectors_of
 from pipeline.stages.pretrain import embeddings_of
 
@@ -41,6 +41,8 @@ NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
 KEY_ONLY_IF_SET = {"residual", "router_top_k"}
 KEY_ONLY_IF_SET_INIT = {"freeze_epochs", "scale"}  # the same rule for InitConfig
+_MODEL_DEFAULTS = {k: getattr(ModelConfig(), k) for k in KEY_ONLY_IF_SET}
+_INIT_DEFAULTS = {k: getattr(InitConfig(), k) for k in KEY_ONLY_IF_SET_INIT}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -54,19 +56,10 @@ TEXT_PROJECTION_VERSION = 2
 
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
-    defaults = ModelConfig()
-    model = {
-        k: v
-        for k, v in cfg.section("model").items()
-        if k not in KEY_ONLY_IF_SET or v != getattr(defaults, k)
-    }
+    model = drop_at_default(cfg.section("model"), _MODEL_DEFAULTS)
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
-    init = {
-        k: v
-        for k, v in cfg.section("init").items()
-        if k not in KEY_ONLY_IF_SET_INIT or v != getattr(InitConfig(), k)
-    }
+    init = drop_at_default(cfg.section("init"), _INIT_DEFAULTS)
     key = {"model": model, "train": train, "init": init}
     if cfg.init.method == "text":
         key["text_projection"] = TEXT_PROJECTION_VERSION
