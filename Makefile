@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` (the whole pipeline on ml-100k) and `make test`.
+# Two entry points for a fresh machine: `make demo` (the whole pipeline: ml-100k when present or
+# downloadable, else the bundled synthetic dataset; DATA=synthetic|ml-100k forces one) and `make test`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/fame demo
+	$(BIN)/fame demo $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -120,6 +120,12 @@ class SeqRecModel(nn.Module):
         weighted = (out * g.transpose(1, 2)[..., None]).transpose(1, 2).reshape(B, T, H * dh)
         return weighted @ self.facet_proj.transpose(1, 2).reshape(H * dh, self.cfg.d)
 
+    def item_sub_embeddings(self) -> torch.Tensor:
+        """e_v^h = E[v] W_f^h, what head h matches against: (H, |V|+1, d'); FAME only."""
+        if self.cfg.name != "fame":
+            raise ValueError("per-head item sub-embeddings exist for FAME only")
+        return torch.einsum("vd,hdk->hvk", self.item_embeddings(), self.facet_proj)
+
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """Scores of every item at the last position through one matmul: (B, num_items + 1)."""
         return self(seq, last_only=True)[:, -1] @ self.item_embeddings().T
@@ -132,7 +138,7 @@ class SeqRecModel(nn.Module):
         if self.cfg.name != "fame":
             raise ValueError("per-head scores exist for FAME only")
         out = self.encode(seq, last_only=True)  # (B, H, 1, d')
-        sub = torch.einsum("vd,hdk->hvk", self.item_embeddings(), self.facet_proj)  # e_v^h
+        sub = self.item_sub_embeddings()  # (H, |V|+1, d')
         scores = torch.einsum("bhk,hvk->bhv", out[:, :, 0], sub)
         return scores, self.gate_weights(out)[:, -1]
 

@@ -80,6 +80,8 @@ def run(
         f"Prefect: {url}" if url else "Prefect: ephemeral mode (no server; `fame server start`)",
         stderr=True,
     )
+    if not url:
+        _start_guarded_ephemeral_server()
     from flows.flow import fame
 
     try:
@@ -99,6 +101,19 @@ def run(
 app.registered_commands[_PLAIN_RUN] = app.registered_commands.pop()  # `run` where it was
 
 
+def _start_guarded_ephemeral_server() -> None:
+    """Start Prefect's temporary API server now (the singleton its clients then use) and put a
+    watchdog on it, so a killed ``fame run`` does not leave it listening."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    from flows.reaper import guard
+
+    server = SubprocessASGIServer()
+    server.start()
+    if server.server_process is not None:
+        guard(server.server_process.pid, "prefect.server.api.server")
+
+
 def _print_result(result: dict) -> None:
     rows = [
         (
@@ -113,9 +128,12 @@ def _print_result(result: dict) -> None:
     columns = ("stage", "status", "seconds", "task seconds", "key")
     display.show(display.table(columns, rows, title=f"run {result['run_id']}"))
     if ev := result["stages"].get("evaluate"):
-        from pipeline.report import metrics_table
+        from pipeline.report import alignment_table, metrics_table
 
-        display.show(metrics_table(Path(result["catalog"]).parent, ev["key"]))
+        root = Path(result["catalog"]).parent
+        display.show(metrics_table(root, ev["key"]))
+        if (aligned := alignment_table(root, ev["key"])) is not None:
+            display.show(aligned)
     root = Path(result["catalog"]).parent
     say(f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(root)} "select * from stages")')
 
@@ -195,7 +213,20 @@ def server_status() -> None:
 
 @app.command()
 def demo(
-    config: base.ConfigOpt = "ml-100k",
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config", "-c", help="config to run instead of the --data choice (name or path)"
+        ),
+    ] = None,
+    data: Annotated[
+        str,
+        typer.Option(
+            help="auto: ml-100k if present or downloadable, else the synthetic dataset; "
+            "ml-100k: fail rather than fall back; synthetic: the bundled generator"
+        ),
+    ] = "auto",
+    fetch_url: Annotated[str | None, typer.Option(hidden=True)] = None,
     sets: base.SetOpt = None,
     port: PortOpt = DEFAULT_PORT,
     stop: Annotated[
@@ -212,21 +243,33 @@ def demo(
         say(f"stopped: {', '.join(stopped) or 'nothing was running'}")
         return
     overrides = _overrides(sets)
+    if config is None:
+        from flows.demo import choose
+
+        if data not in ("auto", "ml-100k", "synthetic"):
+            base._fail(PipelineError(f"--data must be auto, ml-100k or synthetic, not {data!r}"))
+        try:
+            choice = choose(data, sets, url=fetch_url)  # type: ignore[arg-type]
+        except (PipelineError, ConfigError) as exc:
+            base._fail(exc)
+            return
+        config = choice.config
+        say(f"data: {choice.reason}")
+    elif data != "auto":
+        base._fail(PipelineError("give --config or --data, not both"))
     cfg = base._load(config, sets, None)  # fail on a bad config before starting anything
     try:
         info = start(port)
         how = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "running"
+        if info.get("restarted"):
+            how = f"restarted ({info['restarted']})"
         say(f"[1/3] Prefect server {how}: {info['ui']}")
         serve = start_serve(info["port"])
     except ServerError as exc:
         base._fail(exc)
         return
-    if serve.get("cwd", os.getcwd()) != os.getcwd():
-        say(
-            ("note:", "yellow"),
-            f" `fame serve` runs in {serve['cwd']}; its ./artifacts is used",
-            stderr=True,
-        )
+    if serve.get("restarted"):
+        say(f"      `fame serve` restarted: {serve['restarted']}")
     say(f"[2/3] `fame serve` (pid {serve['pid']}) serves fame/full-pipeline and fame/<stage>")
     params: dict[str, Any] = {"config": config}
     if overrides:
@@ -243,13 +286,15 @@ def demo(
                 "(stages that finished are cached: rerun `fame demo` to resume)"
             )
         )
-    from pipeline.report import metrics_table
+    from pipeline.report import alignment_table, metrics_table
     from pipeline.runner import plan_keys
 
     root = cfg.artifacts_dir()
     catalog, opt = root / "catalog.duckdb", _root_opt(root)
     _print_latest_run(root)
     display.show(metrics_table(root, plan_keys(cfg)["evaluate"]))
+    if (aligned := alignment_table(root, plan_keys(cfg)["evaluate"])) is not None:
+        display.show(aligned)
     say(
         f"""
 Artifacts   {root}

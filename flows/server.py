@@ -20,6 +20,8 @@ import urllib.request
 from pathlib import Path
 
 from flows.state import HOST, api_url, prefect_env, server_file, state_dir
+from pipeline.provenance import process_fingerprint
+from storage.process import alive as _alive
 
 DEPLOYMENTS = ["full-pipeline", "ingest", "encode", "pretrain", "train", "evaluate"]
 
@@ -71,22 +73,6 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError, OSError):
-        if os.waitpid(pid, os.WNOHANG)[0] == pid:  # our own child that has exited: reap it
-            return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        pass
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    return True
-
-
 def _ours(pid: int, marker: str) -> bool:
     """Whether ``pid`` still runs the command we started (pid files outlive reboots)."""
     try:
@@ -100,6 +86,36 @@ def _read(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+
+
+def stale_reasons(recorded: dict, current: dict) -> list[str]:
+    """How a recorded process fingerprint differs from ``current`` (empty: reusable)."""
+    reasons = []
+    if recorded.get("python") != current.get("python"):
+        reasons.append(f"another interpreter ({recorded.get('python')})")
+    if "source" in current and recorded.get("source") != current["source"]:
+        reasons.append("the code changed")
+    old, new = recorded.get("packages") or {}, current.get("packages") or {}
+    reasons += [f"{k} {old.get(k)} -> {new.get(k)}" for k in sorted(new) if old.get(k) != new[k]]
+    if "env" in current:
+        old_env, new_env = recorded.get("env") or {}, current["env"]
+        changed = sorted(
+            k for k in old_env.keys() | new_env.keys() if old_env.get(k) != new_env.get(k)
+        )
+        reasons += [f"{k} changed" for k in changed]
+    if "cwd" in current and recorded.get("cwd") != current["cwd"]:
+        reasons.append(f"another working directory ({recorded.get('cwd')})")
+    return reasons
+
+
+def _server_fingerprint() -> dict:
+    """The server runs Prefect's code only: its interpreter and packages decide reuse."""
+    fp = process_fingerprint()
+    return {"python": fp["python"], "packages": fp["packages"]}
+
+
+def _serve_fingerprint() -> dict:
+    return {**process_fingerprint(), "cwd": os.getcwd()}
 
 
 def _tail(path: Path, chars: int = 3000) -> str:
@@ -124,9 +140,12 @@ def start(port: int = 4200, timeout: float = 180.0) -> dict:
     """Start ``prefect server start`` on 127.0.0.1:``port`` in the background (its own process
     group, PREFECT_HOME under the state dir) and wait until ``/api/health`` answers.
 
-    A healthy recorded server is reused as is (whatever its port); ``started`` tells which."""
+    A healthy recorded server started by the same interpreter and packages is reused (whatever
+    its port); ``started`` tells which, ``restarted`` says why an old one was replaced."""
     current = status()
-    if current.get("healthy"):
+    fingerprint = _server_fingerprint()
+    why = stale_reasons(current.get("fingerprint") or {}, fingerprint) if current else []
+    if current.get("healthy") and not why:
         return {**current, "started": False}
     if current.get("running"):
         stop_server()
@@ -156,6 +175,7 @@ def start(port: int = 4200, timeout: float = 180.0) -> dict:
         "ui": f"http://{HOST}:{port}",
         "log": str(log),
         "home": prefect_env(port)["PREFECT_HOME"],
+        "fingerprint": fingerprint,
     }
     server_file().write_text(json.dumps(info))
     (state_dir() / "server.pid").write_text(f"{proc.pid}\n")
@@ -165,7 +185,14 @@ def start(port: int = 4200, timeout: float = 180.0) -> dict:
             seconds = round(time.monotonic() - begin, 2)
             info["startup_seconds"] = seconds
             server_file().write_text(json.dumps(info))
-            return {**info, "running": True, "healthy": True, "started": True}
+            restarted = "; ".join(why) if current.get("running") else None
+            return {
+                **info,
+                "running": True,
+                "healthy": True,
+                "started": True,
+                "restarted": restarted,
+            }
         time.sleep(0.25)
     why = f"exited with code {proc.returncode}" if proc.poll() is not None else "timed out"
     stop_server()
@@ -209,12 +236,21 @@ def serve_status() -> dict:
 
 def start_serve(port: int, timeout: float = 180.0, poll_seconds: float = 2.0) -> dict:
     """Start ``fame serve`` against the server on ``port`` in the background (cwd: this one, so
-    flow runs use the same ./artifacts) and wait until every deployment is registered."""
+    flow runs use the same ./artifacts) and wait until every deployment is registered.
+
+    A running one is reused only when it has this process's port, working directory,
+    interpreter, sources, package versions and FAME_/HF_ variables: a process keeps the code and
+    environment it started with. ``restarted`` says why an old one was replaced."""
     current = serve_status()
-    if current.get("running") and current.get("port") == port:
+    fingerprint = _serve_fingerprint()
+    why = stale_reasons(current.get("fingerprint") or {}, fingerprint)
+    if current.get("running") and current.get("port") != port:
+        why.insert(0, f"another port ({current.get('port')})")
+    if current.get("running") and not why:
         proc = None
         info = {**current, "started": False}
     else:
+        restarted = "; ".join(why) if current.get("running") else None
         if current.get("running"):
             stop_serve()
         log = state_dir() / "serve.log"
@@ -229,9 +265,15 @@ def start_serve(port: int, timeout: float = 180.0, poll_seconds: float = 2.0) ->
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
-        info = {"pid": proc.pid, "port": port, "cwd": os.getcwd(), "log": str(log)}
+        info = {
+            "pid": proc.pid,
+            "port": port,
+            "cwd": os.getcwd(),
+            "log": str(log),
+            "fingerprint": fingerprint,
+        }
         (state_dir() / "serve.json").write_text(json.dumps(info))
-        info = {**info, "running": True, "started": True}
+        info = {**info, "running": True, "started": True, "restarted": restarted}
     begin = time.monotonic()
     while time.monotonic() < begin + timeout:
         if proc is not None and proc.poll() is not None:

@@ -14,11 +14,13 @@ from typing import Annotated
 import typer
 
 from pipeline import display
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.config import ConfigError, RunConfig, SynthConfig, load_config
 from pipeline.errors import PipelineError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
-data_app = typer.Typer(no_args_is_help=True, help="Datasets: fetch public ones.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Datasets: fetch public ones, or generate the synthetic one."
+)
 app.add_typer(data_app, name="data")
 
 ConfigOpt = Annotated[
@@ -85,9 +87,11 @@ def _print_stage_table(ctx) -> None:
         )
     )
     if "evaluate" in ctx.results:
-        from pipeline.report import metrics_table
+        from pipeline.report import alignment_table, metrics_table
 
         display.show(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
+        if (aligned := alignment_table(ctx.store.root, ctx.results["evaluate"].key)) is not None:
+            display.show(aligned)
     display.say(
         f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
     )
@@ -154,7 +158,7 @@ def sql(
     limit: Annotated[int, typer.Option(help="max rows printed in table format (0 = all)")] = 200,
 ) -> None:
     """Query the catalog (read-only). Views: items, interactions, sequences, text_embeddings,
-    item_embeddings, runs, stages, metrics, rankings, facet_report (+ <view>_all)."""
+    item_embeddings, runs, stages, metrics, rankings, facet_report, head_alignment (+ <view>_all)."""
     from storage import CatalogError
     from storage import query as run_query
 
@@ -240,22 +244,100 @@ def show_config(
 def data_fetch(
     name: Annotated[str, typer.Argument(help="dataset to download (ml-100k)")],
     dest: Annotated[
-        Path | None, typer.Option(help="data directory (default: $FAME_DATA_DIR or ./data)")
+        Path | None,
+        typer.Option(help="data directory (default: the configs' data dir, see `fame --help`)"),
     ] = None,
     url: Annotated[
         str | None, typer.Option(help="override the download URL (mirrors, tests)")
     ] = None,
 ) -> None:
     """Download a dataset from its official source (needs internet)."""
+    from pipeline.config import default_data_dir
     from pipeline.fetch import fetch
 
-    target = dest or Path(os.environ.get("FAME_DATA_DIR", "data"))
+    target = dest or default_data_dir()
     try:
         path = fetch(name, target, url)
     except PipelineError as exc:
         _fail(exc)
         return
     display.say(f"{name} written to {path}")
+
+
+SYNTH_OPTIONS = ("users", "items", "interactions", "seed")  # the rest go through --param
+
+
+def _synth_option(name: str) -> str:
+    return f"--{name}" if name in SYNTH_OPTIONS else f"--param {name}"
+
+
+def _synth_default(name: str) -> str:
+    field = SynthConfig.model_fields[name]
+    return f"{field.description} (default {field.default})"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="folder for synthetic.{inter,items}.parquet")
+    ],
+    users: Annotated[int | None, typer.Option(help=_synth_default("users"))] = None,
+    items: Annotated[int | None, typer.Option(help=_synth_default("items"))] = None,
+    interactions: Annotated[int | None, typer.Option(help=_synth_default("interactions"))] = None,
+    seed: Annotated[int | None, typer.Option(help=_synth_default("seed"))] = None,
+    params: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--param", "-p", help="any other generator parameter: name=value (docs/synthetic.md)"
+        ),
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Generate the synthetic dataset from a seed (no download): interactions, and items with
+    true facets and descriptions. Same parameters and seed, same bytes."""
+    from pydantic import ValidationError
+
+    from pipeline.config import parse_value
+    from pipeline.synth import generate
+
+    given = {"users": users, "items": items, "interactions": interactions, "seed": seed}
+    values = {k: v for k, v in given.items() if v is not None}
+    for text in params or []:
+        name, eq, raw = text.partition("=")
+        if not eq or name.strip() in SYNTH_OPTIONS:
+            _fail(
+                ConfigError(
+                    f"--param {text!r}: expected name=value for a parameter without its own option"
+                )
+            )
+        values[name.strip()] = parse_value(raw.strip())
+    try:
+        synth_params = SynthConfig(**values)
+    except ValidationError as exc:
+        lines = ["invalid synthetic dataset parameters"]
+        for err in exc.errors():
+            where = _synth_option(str(err["loc"][0])) + ": " if err["loc"] else ""
+            lines.append(f"  {where}{err['msg'].removeprefix('Value error, ')}")
+        _fail(ConfigError("\n".join(lines)))
+        return
+    try:
+        result = generate(synth_params, out, progress=not quiet)
+    except OSError as exc:
+        _fail(PipelineError(f"cannot write the synthetic dataset to {out}: {exc}"))
+        return
+    rows = [
+        (str(path), f"{result.rows[what]:,}", _size(path.stat().st_size))
+        for what, path in result.files.items()
+    ]
+    display.show(display.table(("file", "rows", "size"), rows, title="synthetic dataset"))
+    display.say(
+        f"{result.rows['users']:,} users, generated in {result.seconds:.1f} s; read it with "
+        'data.format = "table" and these files, or use `--config synthetic`'
+    )
 
 
 def main() -> None:  # pragma: no cover

@@ -22,9 +22,11 @@ from pydantic import (
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_validator,
 )
 
-from fame.config import Float, Int, ModelConfig, NonNegInt, PosInt, TrainConfig
+from fame.config import Float, Int, ModelConfig, NonNegFloat, NonNegInt, PosInt, TrainConfig
+from pipeline import synth_vocab
 from pretrain.config import FacetSpec, PretrainConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -40,13 +42,100 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=False, allow_inf_nan=False)
 
 
+class SynthConfig(Strict):
+    """``[data.synth]``: parameters of the synthetic dataset (docs/synthetic.md), demo size."""
+
+    users: PosInt = Field(2000, description="number of users (exact)")
+    items: PosInt = Field(1000, description="number of items (exact; at least 2 per subcategory)")
+    interactions: PosInt = Field(
+        30000, description="total interactions (exact; users * min_len to users * max_len)"
+    )
+    seed: NonNegInt = Field(0, description="same seed and parameters, same bytes")
+    categories: Int = Field(
+        8, ge=1, le=synth_vocab.MAX_CATEGORIES, description="top-level categories"
+    )
+    subcategories: Int = Field(
+        4, ge=1, le=synth_vocab.MAX_SUBCATEGORIES, description="subcategories per category"
+    )
+    brands: Int = Field(
+        40, ge=1, le=synth_vocab.MAX_BRANDS, description="brands, each at home in one category"
+    )
+    min_len: Int = Field(5, ge=3, description="shortest sequence")
+    max_len: Int = Field(2000, ge=3, description="longest sequence")
+    length_sigma: NonNegFloat = Field(
+        1.0, description="lognormal sigma of the lengths above min_len (0 = all equal)"
+    )
+    popularity: NonNegFloat = Field(
+        0.8, description="Zipf exponent of item popularity (0 = uniform)"
+    )
+    preference: NonNegFloat = Field(
+        0.45, description="mixture weight: next item from the user's preferred categories"
+    )
+    transition: NonNegFloat = Field(
+        0.45, description="mixture weight: next subcategory from the Markov matrix"
+    )
+    popular: NonNegFloat = Field(0.1, description="mixture weight: next item by global popularity")
+    successors: PosInt = Field(
+        3, description="non-zero entries per row of the subcategory Markov matrix"
+    )
+    taste: NonNegFloat = Field(
+        4.0, description="how strongly brand/price/colour preferences pick among candidates"
+    )
+    clause_dropout: Float = Field(
+        0.1, ge=0, lt=1, description="probability that a description leaves a facet out"
+    )
+    distractors: NonNegFloat = Field(
+        1.0, description="mean number of facet-free phrases per description"
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SynthConfig:
+        n_sub = self.categories * self.subcategories
+        checks = [
+            (self.min_len <= self.max_len, f"min_len = {self.min_len} > max_len = {self.max_len}"),
+            (
+                self.users * self.min_len <= self.interactions <= self.users * self.max_len,
+                f"interactions = {self.interactions} must lie in [users * min_len, users * "
+                f"max_len] = [{self.users * self.min_len}, {self.users * self.max_len}]",
+            ),
+            (
+                self.items >= 2 * n_sub,
+                f"items = {self.items} must be at least 2 per subcategory (2 * categories * "
+                f"subcategories = {2 * n_sub})",
+            ),
+            (
+                self.brands >= self.categories,
+                f"brands = {self.brands} must be at least categories = {self.categories}",
+            ),
+            (
+                self.successors <= max(1, n_sub - 1),
+                f"successors = {self.successors} must be at most the other subcategories "
+                f"({max(1, n_sub - 1)})",
+            ),
+            (
+                self.preference + self.popular > 0,
+                "preference + popular must be > 0 (a sequence's first item needs one of them)",
+            ),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        return self
+
+
+# DataConfig fields the synthetic format fixes: it writes its own files, columns named as given
+FILE_FIELDS = ("dir", "interactions", "items", "item_text", "user_col", "item_col", "time_col")
+
+
 class DataConfig(Strict):
     """Where the raw files are and how to turn them into sequences."""
 
     name: str = Field(description="dataset name; becomes part of artifact keys, never a raw path")
-    format: Literal["s3rec", "recbole", "amazon", "movielens", "table"]
+    format: Literal["s3rec", "recbole", "amazon", "movielens", "table", "synthetic"]
     dir: str = Field("", description="folder under data_dir (or absolute) holding the files")
-    interactions: str = Field(description="interaction file name inside `dir`")
+    interactions: str | None = Field(
+        None, description="interaction file name inside `dir` (all formats but synthetic)"
+    )
     items: str | None = Field(None, description="item metadata file name inside `dir` (optional)")
     item_text: str | None = Field(
         None,
@@ -63,6 +152,31 @@ class DataConfig(Strict):
         "none", description="repeated (user, item) pairs: keep all, the first or the last"
     )
     min_rating: Float | None = Field(None, description="drop interactions rated below this")
+    synth: SynthConfig | None = Field(
+        None, description="synthetic only: generator parameters (default: demo size)"
+    )
+
+    @model_validator(mode="after")
+    def _format_fields(self) -> DataConfig:
+        """Synthetic data names no files and has a ``synth`` table; file formats the reverse."""
+        if self.format == "synthetic":
+            fields = type(self).model_fields
+            given = [f for f in FILE_FIELDS if getattr(self, f) != fields[f].default]
+            if given:
+                raise ValueError(
+                    f"data.{given[0]}: not used by data.format = 'synthetic' (the generator "
+                    "writes its own files); remove it"
+                )
+            self.synth = self.synth or SynthConfig()
+        else:
+            if self.synth is not None:
+                raise ValueError(
+                    f"data.synth: only allowed with data.format = 'synthetic' "
+                    f"(data.format = {self.format!r})"
+                )
+            if not self.interactions:
+                raise ValueError(f"data.interactions: required for data.format = {self.format!r}")
+        return self
 
     @field_validator("item_text")
     @classmethod
@@ -103,7 +217,11 @@ class InitConfig(Strict):
 
 
 class PathsConfig(Strict):
-    data_dir: str | None = Field(None, description="default: $FAME_DATA_DIR, else ../shared/data")
+    data_dir: str | None = Field(
+        None,
+        description="folder holding the datasets; default: $FAME_DATA_DIR, else "
+        "../shared/data, else ./data",
+    )
     artifacts: str | None = Field(None, description="default: $FAME_HOME, else ./artifacts")
 
 
@@ -152,15 +270,7 @@ class RunConfig(Strict):
     def data_dir(self) -> Path:
         if self.paths.data_dir:
             return Path(self.paths.data_dir).expanduser().resolve()
-        if env := os.environ.get("FAME_DATA_DIR"):
-            return Path(env).expanduser().resolve()
-        for candidate in (
-            Path.cwd() / ".." / "shared" / "data",
-            REPO_ROOT / ".." / "shared" / "data",
-        ):
-            if candidate.is_dir():
-                return candidate.resolve()
-        return (Path.cwd() / "data").resolve()
+        return default_data_dir()
 
     def dataset_dir(self) -> Path:
         base = Path(self.data.dir).expanduser()
@@ -188,6 +298,25 @@ class RunConfig(Strict):
     def section(self, name: str) -> Any:
         """A section as plain JSON-able data (what stage keys hash)."""
         return self.model_dump(mode="json")[name]
+
+
+DATA_DIR_ORDER = (
+    "--data-dir (paths.data_dir), else $FAME_DATA_DIR, else ../shared/data, else ./data"
+)
+
+
+def default_data_dir() -> Path:
+    """The data dir when a config names none: $FAME_DATA_DIR, else ``../shared/data`` beside
+    the working directory or the repository, else ``./data`` (where ``fame data fetch`` writes)."""
+    if env := os.environ.get("FAME_DATA_DIR"):
+        return Path(env).expanduser().resolve()
+    for candidate in (
+        Path.cwd() / ".." / "shared" / "data",
+        REPO_ROOT / ".." / "shared" / "data",
+    ):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return (Path.cwd() / "data").resolve()
 
 
 def _refuse_bools(raw: Any, spec: type, loc: str) -> None:

@@ -43,14 +43,20 @@ def download(url: str, progress: bool = True, timeout: float = 60.0) -> bytes:
         raise PipelineError(f"download of {url} failed: {exc}") from exc
 
 
-def fetch(name: str, dest: Path, url: str | None = None, progress: bool = True) -> Path:
+def fetch(
+    name: str,
+    dest: Path,
+    url: str | None = None,
+    progress: bool = True,
+    timeout: float = 60.0,
+) -> Path:
     """Download dataset ``name`` into ``dest/<name>/``; returns that folder."""
     if name not in DATASETS:
         raise PipelineError(f"unknown dataset {name!r}; fetchable: {sorted(DATASETS)}")
     url = url or DATASETS[name]
     if not re.match(r"^https?://", url):
         raise PipelineError(f"only http(s) URLs can be fetched, got {url!r}")
-    data = download(url, progress)
+    data = download(url, progress, timeout)
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:

@@ -56,3 +56,42 @@ def metrics_markdown(root: Path, evaluate_key: str) -> str:
             + " |"
         )
     return "\n".join(lines)
+
+
+def alignment_table(root: Path, evaluate_key: str) -> Table | None:
+    """Head × facet kNN accuracy of the trained heads (``head_alignment``), the best facet of
+    each head last; None when the evaluation holds none (SASRec, or no facets declared)."""
+    from storage import CatalogError
+
+    try:
+        cols, rows = query(
+            root,
+            f"""
+            SELECT head, facet, accuracy, majority, best FROM head_alignment
+            WHERE artifact_key = '{evaluate_key}' ORDER BY head, facet
+        """,
+        )
+    except CatalogError:
+        return None
+    if not rows:
+        return None
+    facets = list(dict.fromkeys(r[1] for r in rows))
+    heads: dict[int, dict[str, tuple[float, float, bool]]] = {}
+    for head, facet, acc, majority, best in rows:
+        heads.setdefault(head, {})[facet] = (acc, majority, best)
+    body = []
+    for head, by_facet in heads.items():
+        best = next(f for f, v in by_facet.items() if v[2])
+        body.append(
+            (
+                f"head {head}",
+                *(f"{by_facet[f][0]:.3f}" for f in facets),
+                f"{best} (floor {by_facet[best][1]:.3f})",
+            )
+        )
+    return table(
+        ("", *facets, "aligned facet"),
+        body,
+        title="which facet each FAME head holds: kNN accuracy of facet labels from e_v W_f^h",
+        justify=dict.fromkeys(facets, "right"),
+    )

@@ -24,6 +24,7 @@ __all__ = [
     "FacetProjector",
     "PretrainConfig",
     "PretrainResult",
+    "head_alignment",
     "initial_embeddings",
     "knn_report",
     "pca_axes",
@@ -262,4 +263,31 @@ def knn_report(
                     "n_items": int(len(idx)),
                 }
             )
+    return rows
+
+
+def head_alignment(
+    sub: np.ndarray, labels: np.ndarray, facet_names: list[str], k: int = 10
+) -> list[dict]:
+    """Which facet each head of a trained model holds: for head h and facet f, the
+    leave-one-out kNN accuracy of f's labels from the head's item sub-embeddings ``sub[h]``
+    (e_v W_f^h for FAME), next to the majority-label rate as the floor; ``best`` marks the
+    facet each head predicts best relative to that floor (accuracy − majority)."""
+    if labels.shape[0] != len(facet_names) or sub.shape[1] != labels.shape[1]:
+        raise ValueError(f"sub {sub.shape}, labels {labels.shape}, {len(facet_names)} facets")
+    rows = []
+    for h in range(sub.shape[0]):
+        head_rows = []
+        for f, name in enumerate(facet_names):
+            idx = np.flatnonzero(labels[f] >= 0)
+            y = labels[f, idx]
+            majority = float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
+            acc = _knn_accuracy(sub[h, idx], y, k)
+            head_rows.append({"head": h, "facet": name, "accuracy": acc, "majority": majority})
+        best = max(
+            range(len(head_rows)), key=lambda i: head_rows[i]["accuracy"] - head_rows[i]["majority"]
+        )
+        for i, row in enumerate(head_rows):
+            row["best"] = i == best
+        rows += head_rows
     return rows

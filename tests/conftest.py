@@ -19,12 +19,37 @@ def shared_data_dir() -> Path:
     return Path(env) if env else (REPO / ".." / "shared" / "data").resolve()
 
 
+def require_data() -> bool:
+    """CI sets FAME_REQUIRE_DATA=1: there a missing dataset fails instead of skipping, so the
+    real-data tests can never silently stop running."""
+    return os.environ.get("FAME_REQUIRE_DATA", "") not in ("", "0")
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     path = shared_data_dir()
     if not (path / "ml-100k").is_dir():
-        pytest.fail(f"datasets not found at {path}; set FAME_DATA_DIR")
+        why = (
+            f"real datasets not found at {path} (set FAME_DATA_DIR to the folder holding ml-100k/)"
+        )
+        if require_data():
+            pytest.fail(f"{why}; FAME_REQUIRE_DATA is set, so this is an error, not a skip")
+        pytest.skip(why)
     return path
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Under FAME_REQUIRE_DATA, any skipped test fails the run (a skip would hide lost coverage)."""
+    if not require_data():
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = reporter.stats.get("skipped", []) if reporter else []
+    if skipped:
+        names = ", ".join(rep.nodeid for rep in skipped[:5])
+        reporter.write_line(
+            f"FAME_REQUIRE_DATA: {len(skipped)} test(s) skipped ({names}…)", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture

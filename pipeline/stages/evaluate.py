@@ -1,4 +1,5 @@
-"""evaluate: full-ranking HR/NDCG@k and MRR on valid and test, under both history protocols.
+"""evaluate: full-ranking HR/NDCG@k and MRR on valid and test, under both history protocols;
+for FAME with facets, ``head_alignment`` (which true facet each trained head holds).
 
 ``exclude_history`` (S3-Rec/ICLRec lineage, the default) and ``keep_history`` (RecBole's
 ``repeatable``) give different numbers for the same model; both are cheap, so both are stored and
@@ -97,7 +98,29 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "topk": pa.FixedSizeListArray.from_arrays(pa.array(topk.reshape(-1)), topk.shape[1]),
         }
     )
-    return StageOutput(
-        tables={"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings},
-        meta={"metrics": summary},
-    )
+    tables = {"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings}
+    if alignment := head_alignment_rows(ctx, model, ingest.table("items")):
+        tables["head_alignment"] = pa.Table.from_pylist(alignment)
+    return StageOutput(tables=tables, meta={"metrics": summary})
+
+
+def head_alignment_rows(ctx: RunContext, model, items: pa.Table) -> list[dict]:
+    """FAME with declared facets: per head and facet, how well the trained head's item
+    sub-embeddings predict the facet's labels (kNN), so a head can be named by its facet."""
+    import torch
+
+    from pipeline.stages.pretrain import facet_labels
+    from pretrain.train import head_alignment
+
+    cfg = ctx.config
+    if cfg.model.name != "fame" or not cfg.facets:
+        return []
+    labels = facet_labels(cfg, items)  # (F, n_items), rows in items order
+    with torch.inference_mode():
+        sub = model.item_sub_embeddings().float().cpu().numpy()  # (H, |V|+1, d')
+    sub = sub[:, items["item_id"].to_numpy()]
+    names = [f.name for f in cfg.facets]
+    rows = head_alignment(sub, labels, names, k=cfg.pretrain.knn_k)
+    return [
+        {"run_id": ctx.run_id, "dataset": cfg.data.name, "init": cfg.init.method, **r} for r in rows
+    ]

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.config import RunConfig
+from pipeline import synth
+from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.readers import (
     RawData,
@@ -17,6 +18,7 @@ from pipeline.readers import (
 )
 from pipeline.sequences import prepare
 from pipeline.stages.base import StageOutput, drop_at_default
+from storage.atomic import atomic_dir
 
 if TYPE_CHECKING:
     from pipeline.runner import RunContext
@@ -43,11 +45,32 @@ def source_files(cfg: RunConfig) -> list[Path]:
                 "other formats take item text from data.items"
             )
         files.append(cfg.data_file(d.item_text, "item_text"))
+    if not files[0].is_file():  # after the paths are checked: never probe outside the data dir
+        raise missing_dataset(cfg, files[0])
     return files
 
 
+def missing_dataset(cfg: RunConfig, path: Path) -> PipelineError:
+    """The error for absent data: where it was looked for and what to run."""
+    from pipeline.fetch import DATASETS
+
+    name = cfg.data.name
+    point = f"point --data-dir or FAME_DATA_DIR at the folder holding {cfg.data.dir or name}/"
+    todo = f"Download it with `fame data fetch {name}` (into that dir), or {point}"
+    if name not in DATASETS:
+        todo = point[0].upper() + point[1:]
+    return PipelineError(
+        f"dataset {name!r}: {path} not found. The data dir is {cfg.data_dir()} (from "
+        f"{DATA_DIR_ORDER}). {todo}. `fame run --config synthetic` needs no files."
+    )
+
+
 def key_config(cfg: RunConfig) -> dict:
-    """The data section plus each source file's name, size and mtime (not its directory)."""
+    """The data section plus each source file's name, size and mtime (not its directory);
+    synthetic data: the data section and the generator version (the files follow from them)."""
+    if cfg.data.format == "synthetic":
+        section = {k: v for k, v in cfg.section("data").items() if k not in FILE_FIELDS}
+        return {"data": section, "generator": synth.VERSION}
     prints = []
     for path in source_files(cfg):
         st = path.stat() if path.is_file() else None
@@ -58,13 +81,33 @@ def key_config(cfg: RunConfig) -> dict:
                 "mtime_ns": st.st_mtime_ns if st else None,
             }
         )
-    section = drop_at_default(cfg.section("data"), {"item_text": None})
+    section = drop_at_default(cfg.section("data"), {"item_text": None, "synth": None})
     section.pop("dir", None)
     return {"data": section, "files": prints}
 
 
-def read_raw(cfg: RunConfig) -> RawData:
+def synthetic_dir(cfg: RunConfig, progress: bool = False) -> Path:
+    """The generated files of ``data.synth``: ``<artifacts>/_cache/synth/<fingerprint>``,
+    generated on first use (both files or none: atomic), reused after."""
+    params = cfg.data.synth
+    path = cfg.artifacts_dir() / "_cache" / "synth" / synth.fingerprint(params)
+    if not all((path / name).is_file() for name in (synth.INTERACTIONS_FILE, synth.ITEMS_FILE)):
+        with atomic_dir(path) as tmp:
+            synth.generate(params, tmp, progress=progress)
+    return path
+
+
+def read_raw(cfg: RunConfig, progress: bool = False) -> RawData:
     d = cfg.data
+    if d.format == "synthetic":
+        path = synthetic_dir(cfg, progress)
+        return read_generic(
+            path / synth.INTERACTIONS_FILE,
+            path / synth.ITEMS_FILE,
+            "user_id",
+            "item_id",
+            "timestamp",
+        )
     files = source_files(cfg)
     inter = files[0]
     items = cfg.data_file(d.items, "items") if d.items else None
@@ -85,7 +128,7 @@ def read_raw(cfg: RunConfig) -> RawData:
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     d = ctx.config.data
     prepared = prepare(
-        read_raw(ctx.config),
+        read_raw(ctx.config, ctx.progress),
         user_core=d.user_core,
         item_core=d.item_core,
         min_seq_len=d.min_seq_len,

@@ -50,7 +50,7 @@ def api(info, path: str, body: dict) -> list:
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_deployment_run_on_a_real_server(server, slice_params, flow_store, tmp_path):
+def test_deployment_run_on_a_real_server(server, slice_params, flow_store, tmp_path, monkeypatch):
     srv, info = server
     serve = srv.start_serve(info["port"], timeout=240)
     assert serve["started"]
@@ -87,3 +87,21 @@ def test_deployment_run_on_a_real_server(server, slice_params, flow_store, tmp_p
     ]
     (artifact,) = api(info, "/artifacts/filter", {"artifacts": {"key": {"any_": ["fame-run"]}}})
     assert "| exclude_history | test |" in artifact["data"]
+
+    # a `fame serve` left from another environment is restarted, not reused; an equal one is
+    monkeypatch.setenv("FAME_PROBE_VARIABLE", "1")
+    again = srv.start_serve(info["port"], timeout=240)
+    assert again["started"] and again["pid"] != serve["pid"]
+    assert "FAME_PROBE_VARIABLE changed" in again["restarted"]
+    assert not srv._alive(serve["pid"])
+    same = srv.start_serve(info["port"], timeout=240)
+    assert not same["started"] and same["pid"] == again["pid"]
+    # and a server recorded by other packages is replaced
+    from flows.state import server_file
+
+    record = json.loads(server_file().read_text())
+    record["fingerprint"]["packages"]["prefect"] = "0.0"
+    server_file().write_text(json.dumps(record))
+    fresh = srv.start(info["port"], timeout=240)
+    assert fresh["started"] and fresh["pid"] != info["pid"]
+    assert fresh["restarted"].startswith("prefect 0.0 -> ")

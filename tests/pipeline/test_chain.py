@@ -15,6 +15,34 @@ from pretrain.facets import FacetError
 from storage import query
 
 
+def _check_alignment(ctx, rows) -> None:
+    from fame.checkpoint import load_checkpoint
+    from pipeline.stages.pretrain import facet_labels
+    from pipeline.stages.train import CHECKPOINT
+
+    model, _ = load_checkpoint(ctx.results["train"].artifact.file(CHECKPOINT))
+    items = ctx.results["ingest"].artifact.table("items")
+    labels = facet_labels(ctx.config, items)
+    sub = model.item_sub_embeddings().detach().numpy()[:, items["item_id"].to_numpy()]
+    names = [f.name for f in ctx.config.facets]
+    k = ctx.config.pretrain.knn_k
+    for head, facet, acc, _best in rows:
+        f = names.index(facet)
+        idx = np.flatnonzero(labels[f] >= 0)
+        x = sub[head, idx] / np.linalg.norm(sub[head, idx], axis=1, keepdims=True)
+        sim = x @ x.T
+        np.fill_diagonal(sim, -np.inf)
+        nearest = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        y = labels[f, idx]
+        hits = 0
+        for i, nb in enumerate(nearest):  # majority vote, ties to the nearest neighbour's label
+            votes = np.bincount(y[nb], minlength=y.max() + 1)
+            tied = np.flatnonzero(votes == votes.max())
+            pred = next(lab for lab in y[nb] if lab in tied)
+            hits += pred == y[i]
+        assert acc == pytest.approx(hits / len(idx), abs=2 / len(idx))
+
+
 @pytest.fixture
 def slice_cfg(ml100k_slice, artifacts):
     def make(**over):
@@ -64,6 +92,16 @@ def test_full_chain_then_cached(slice_cfg, artifacts):
         "select value from metrics where split='test' and protocol='exclude_history' and metric='ndcg' and k=10",
     )
     assert rows[0][0] == pytest.approx(metrics_from_ranks(ranks)["ndcg@10"])
+
+    # head_alignment: every head x facet once, one best per head, accuracies recomputed by a
+    # brute-force n x n cosine kNN over e_v W_f^h of the stored checkpoint
+    _, rows = query(
+        artifacts,
+        f"select head, facet, accuracy, best from head_alignment where run_id = '{ctx.run_id}' "
+        "order by head, facet",
+    )
+    assert len(rows) == 4 * 4 and sum(r[3] for r in rows) == 4
+    _check_alignment(ctx, rows)
 
     rec = recommend(slice_cfg(), "1", k=10, explain=True)
     assert len(rec.items) == 10 and not set(rec.items) & set(rec.history)

@@ -1,12 +1,9 @@
 """The CLI surface: sql formats and refusal, config errors, data fetch from a loopback server."""
 
-import http.server
-import io
 import json
-import threading
-import zipfile
 
 import pytest
+from support import ml100k_zip, serve_bytes
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -60,43 +57,12 @@ def test_dataset_name_cannot_be_a_path(data_dir, artifacts):
     assert res.exit_code == 2 and "data.name" in res.output
 
 
-def _ml100k_zip() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        z.writestr("ml-100k/u.genre", "unknown|0\nAction|1\nComedy|2\n\n")
-        z.writestr("ml-100k/u.data", "1\t10\t5\t100\n1\t20\t3\t90\n1\t30\t4\t95\n")
-        z.writestr(
-            "ml-100k/u.item",
-            "10|Heat (1995)|01-Jan-1995||http://x|0|1|1\n"
-            "20|Big (1988)|01-Jan-1988||http://x|0|0|1\n"
-            "30|Odd|||http://x|1|0|0\n",
-        )
-    return buf.getvalue()
-
-
 def test_data_fetch_from_loopback(tmp_path):
-    payload = _ml100k_zip()
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/ml-100k.zip"
+    with serve_bytes(ml100k_zip()) as base:
+        url = f"{base}/ml-100k.zip"
         res = runner.invoke(
             app, ["data", "fetch", "ml-100k", "--dest", str(tmp_path), "--url", url]
         )
-    finally:
-        server.shutdown()
     assert res.exit_code == 0, res.output
     inter = (tmp_path / "ml-100k" / "ml-100k.inter").read_text().splitlines()
     assert inter[0] == "user_id:token\titem_id:token\trating:float\ttimestamp:float"

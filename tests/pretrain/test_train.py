@@ -8,6 +8,7 @@ from pretrain.facets import FacetSpec, derive_labels
 from pretrain.train import (
     PretrainConfig,
     _knn_accuracy,
+    head_alignment,
     initial_embeddings,
     knn_report,
     plain_projection,
@@ -216,3 +217,25 @@ def test_keep_text_moves_only_the_trained_facet_and_keeps_more_of_the_text():
     without = pretrain_facets(x, labels, 8, _cfg(steps=300), progress=False)
     with_keep = pretrain_facets(x, labels, 8, _cfg(steps=300, keep_text=4.0), progress=False)
     assert similarity_corr(with_keep.z) > similarity_corr(without.z) + 0.02
+
+
+def test_head_alignment_finds_the_planted_facet():
+    """Head h's sub-embeddings are facet (2 - h)'s label centroids plus noise: each head must be
+    aligned with exactly that facet, against the majority floor."""
+    rng = np.random.default_rng(0)
+    n, d, n_facets = 300, 6, 3
+    labels = np.stack([rng.integers(0, 4 + 2 * f, n) for f in range(n_facets)])
+    centroids = [rng.normal(size=(4 + 2 * f, d)) for f in range(n_facets)]
+    sub = np.stack(
+        [centroids[2 - h][labels[2 - h]] + 0.3 * rng.normal(size=(n, d)) for h in range(3)]
+    ).astype(np.float32)
+    rows = head_alignment(sub, labels, ["a", "b", "c"], k=5)
+    assert len(rows) == 9
+    best = {r["head"]: r["facet"] for r in rows if r["best"]}
+    assert best == {0: "c", 1: "b", 2: "a"}
+    for r in rows:
+        assert r["majority"] == pytest.approx(
+            np.bincount(labels["abc".index(r["facet"])]).max() / n
+        )
+        if r["best"]:
+            assert r["accuracy"] > 0.9
