@@ -3,10 +3,17 @@ NDCG@10, best weights kept, resumable after an interruption (FAME_SPEC §4)."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import fcntl
+import io
+import json
 import logging
 import os
 import random
+import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,9 +27,14 @@ from fame.data import Packed, SplitData, pack, train_batches
 from fame.evaluate import evaluate
 from fame.losses import NextItemLoss, make_loss
 from fame.model import SeqRecModel
+from storage.atomic import atomic_write_bytes
 
 LAST = "last.pt"
+LOCK = ".lock"
 SHOWN = ("ndcg@10", "hr@10")  # valid metrics on the progress bar
+# TrainConfig fields that change speed or reporting, not the trained weights: a resume state
+# stays valid across them (a run killed on one device may continue on another)
+SPEED_FIELDS = frozenset({"device", "eval_batch_size", "logit_chunk", "amp"})
 log = logging.getLogger("fame.trainer")
 
 
@@ -35,6 +47,18 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     resumed_from: int | None = None
+    epochs_trained: int = 0  # by this call: 0 when it resumed a finished state
+
+
+@dataclass
+class _Loop:
+    """What a resume state restores besides the weights: optimizer, generators, progress."""
+
+    opt: torch.optim.Optimizer
+    shuffle_gen: torch.Generator
+    sample_gen: torch.Generator
+    loss_fn: NextItemLoss
+    state: dict[str, Any]
 
 
 class InjectedFailure(RuntimeError):
@@ -86,9 +110,95 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """``torch.save`` through a unique temporary file and a rename: concurrent writers never share
+    a temporary name, and a reader sees the previous file or the new one, never part of one."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def resume_lock(work_dir: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``work_dir/.lock``; yields whether it is held.
+
+    Every reader and writer of a resume state holds it, so two trains of one state never
+    interleave. ``wait=False`` yields False at once when another process holds it.
+    """
+    fd = _acquire(work_dir, wait)
+    try:
+        yield fd is not None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _acquire(work_dir: Path, wait: bool) -> int | None:
+    """Lock ``work_dir/.lock`` (created with its folder); None when busy and ``wait`` is False.
+
+    A holder may delete the folder (``discard_resume_state``) while others wait; a waiter then
+    holds a lock on an unlinked file, notices it, and locks the folder's new lock file instead.
+    """
+    lock = work_dir / LOCK
+    while True:
+        try:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:  # the folder was removed between mkdir and open
+            continue
+        try:
+            held = _flock(fd, lock, wait)
+        except BaseException:
+            os.close(fd)
+            raise
+        if held and _is_current(fd, lock):
+            return fd
+        os.close(fd)
+        if not held:
+            return None
+
+
+def _flock(fd: int, lock: Path, wait: bool) -> bool:
+    """Take the exclusive lock on ``fd``, waiting (and saying so) only when ``wait``."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        if not wait:
+            return False
+        log.info("another train holds %s: waiting for it to finish", lock)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return True
+
+
+def _is_current(fd: int, path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``path`` (not unlinked or replaced since it was opened)."""
+    try:
+        st, held = os.stat(path), os.fstat(fd)
+    except FileNotFoundError:
+        return False
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+
+
+def discard_resume_state(work_dir: str | Path) -> bool:
+    """Delete ``work_dir`` (the resume state) once the trained model is stored elsewhere.
+
+    Returns False, keeping it, while another ``fit`` holds it: that fit is using the state,
+    and whoever called it discards the folder when done.
+    """
+    work_dir = Path(work_dir)
+    if not work_dir.is_dir():
+        return True
+    with resume_lock(work_dir, wait=False) as held:
+        if not held:
+            return False
+        for path in work_dir.iterdir():
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.name != LOCK:
+                path.unlink()
+        (work_dir / LOCK).unlink()
+        with contextlib.suppress(OSError):  # a process that just locked a new .lock keeps it
+            work_dir.rmdir()
+    return True
 
 
 def train_epoch(
@@ -129,51 +239,54 @@ def fit(
     progress: bool = True,
     fail_at_epoch: int | None = None,
     freeze_item_epochs: int = 0,
+    fresh: bool = False,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
     After every epoch ``work_dir/last.pt`` holds everything needed to continue (weights,
     optimizer, RNG and early-stopping state), so calling ``fit`` again with the same
     ``work_dir`` resumes after the last finished epoch and ends exactly as an uninterrupted run.
+    A state that cannot be loaded, or was trained with another model, data or config, is
+    discarded with a warning and training starts from scratch; ``fresh=True`` (a forced
+    retrain) discards it unread. The state stays after a finished fit (calling again returns
+    at once); ``discard_resume_state`` removes it once the model is stored.
+    Concurrency: ``fit`` holds ``resume_lock(work_dir)`` throughout, so a second identical fit
+    waits for the first, then resumes from its (finished) state with the same result.
     ``fail_at_epoch`` raises ``InjectedFailure`` once that epoch is saved (tests).
     ``freeze_item_epochs``: the item table E gets no update in the first that many epochs
     (a pre-trained E is kept while the rest of the model adapts to it), then trains as usual.
     """
     work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
+    with resume_lock(work_dir):
+        return _fit_locked(
+            model, data, cfg, work_dir, progress, fail_at_epoch, freeze_item_epochs, fresh
+        )
+
+
+def _fit_locked(
+    model: SeqRecModel,
+    data: SplitData,
+    cfg: TrainConfig,
+    work_dir: Path,
+    progress: bool,
+    fail_at_epoch: int | None,
+    freeze_item_epochs: int,
+    fresh: bool,
+) -> FitResult:
     device = resolve_device(cfg.device)
     model.to(device)
-    seed_everything(cfg.seed)
-    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    loss_fn = make_loss(cfg, sample_gen)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    state: dict[str, Any] = {
-        "epoch": 0,
-        "best_score": -1.0,
-        "best_epoch": 0,
-        "bad": 0,  # evaluations since the best one
-        "history": [],
-        "best_state": None,
-        "done": False,
-        "seconds": 0.0,
-    }
-    resumed_from = None
+    fingerprint = _fingerprint(model, data, cfg, freeze_item_epochs)
     last = work_dir / LAST
-    if last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=True)  # RNG states live on CPU
-        model.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
-        shuffle_gen.set_state(saved["shuffle_gen"])
-        sample_gen.set_state(saved["sample_gen"])
-        _set_rng_state(saved["rng"])
-        state = saved["state"]
-        resumed_from = state["epoch"]
+    if fresh and last.is_file():
+        log.info("discarding resume state %s: a forced train starts from scratch", last)
+        last.unlink()
+    loop, resumed_from = _resume_or_start(model, cfg, params, device, last, fingerprint)
+    state = loop.state
 
     n_batches = -(-int((np.diff(data.offsets) >= 2).sum()) // cfg.batch_size)
     start_time = time.perf_counter() - state["seconds"]
+    trained = 0
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
@@ -181,19 +294,13 @@ def fit(
             # no grad -> AdamW leaves E, its moments and its weight decay untouched this epoch
             model.item_emb.weight.requires_grad_(epoch > freeze_item_epochs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, dynamic_ncols=True)
-        loss = train_epoch(model, data, cfg, opt, loss_fn, shuffle_gen, device, bar)
+        loss = train_epoch(model, data, cfg, loop.opt, loop.loss_fn, loop.shuffle_gen, device, bar)
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         row["train_seconds"] = time.perf_counter() - t0
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            valid = evaluate(model, data, "valid", cfg, device, topk=0).metrics
+            valid = _validate(model, data, cfg, device, state, epoch)
             row.update(valid=valid, eval_seconds=time.perf_counter() - t1)
-            if valid["ndcg@10"] > state["best_score"]:
-                best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-                state.update(best_score=valid["ndcg@10"], best_epoch=epoch, bad=0, best_state=best)
-            else:
-                state["bad"] += 1
-            state["done"] = state["bad"] >= cfg.patience
             bar.set_postfix(  # a dict keeps this order; keyword arguments get sorted
                 {"loss": f"{loss:.4f}", **{f"valid {k}": f"{valid[k]:.4f}" for k in SHOWN}}
             )
@@ -202,19 +309,10 @@ def fit(
         state["history"].append(row)
         state["epoch"] = epoch
         state["seconds"] = time.perf_counter() - start_time
+        trained += 1
         if not progress:
             log.info(_epoch_line(row))
-        _save_atomic(
-            {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "state": state,
-                "shuffle_gen": shuffle_gen.get_state(),
-                "sample_gen": sample_gen.get_state(),
-                "rng": _rng_state(),
-            },
-            last,
-        )
+        _save_atomic(_resume_state(model, loop, fingerprint), last)
         if fail_at_epoch is not None and epoch == fail_at_epoch:
             raise InjectedFailure(f"injected failure after epoch {epoch}")
 
@@ -231,7 +329,130 @@ def fit(
         seconds=state["seconds"],
         stopped_early=state["done"],
         resumed_from=resumed_from,
+        epochs_trained=trained,
     )
+
+
+def _validate(
+    model: SeqRecModel,
+    data: SplitData,
+    cfg: TrainConfig,
+    device: torch.device,
+    state: dict[str, Any],
+    epoch: int,
+) -> dict[str, float]:
+    """Valid metrics of ``epoch``; keeps the best weights in ``state`` and decides early stopping."""
+    valid = evaluate(model, data, "valid", cfg, device, topk=0).metrics
+    if valid["ndcg@10"] > state["best_score"]:
+        best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        state.update(best_score=valid["ndcg@10"], best_epoch=epoch, bad=0, best_state=best)
+    else:
+        state["bad"] += 1
+    state["done"] = state["bad"] >= cfg.patience
+    return valid
+
+
+def _fingerprint(
+    model: SeqRecModel, data: SplitData, cfg: TrainConfig, freeze_item_epochs: int
+) -> str:
+    """What a resume state was trained with: a state saved under another one is not resumed."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_FIELDS}
+    return json.dumps(
+        {
+            "model": dataclasses.asdict(model.cfg),
+            "num_items": model.num_items,
+            "data": [len(data.offsets) - 1, len(data.items)],  # users, train interactions
+            "train": train,
+            "freeze_item_epochs": freeze_item_epochs,
+        },
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _fresh_state() -> dict[str, Any]:
+    return {
+        "epoch": 0,
+        "best_score": -1.0,
+        "best_epoch": 0,
+        "bad": 0,  # evaluations since the best one
+        "history": [],
+        "best_state": None,
+        "done": False,
+        "seconds": 0.0,
+    }
+
+
+def _start(
+    model: SeqRecModel, cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device
+) -> _Loop:
+    """Seeded optimizer, generators and loss at epoch 0."""
+    seed_everything(cfg.seed)
+    shuffle_gen = torch.Generator().manual_seed(cfg.seed)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return _Loop(opt, shuffle_gen, sample_gen, make_loss(cfg, sample_gen), _fresh_state())
+
+
+def _resume_state(model: SeqRecModel, loop: _Loop, fingerprint: str) -> dict[str, Any]:
+    return {
+        "model": model.state_dict(),
+        "optimizer": loop.opt.state_dict(),
+        "state": loop.state,
+        "shuffle_gen": loop.shuffle_gen.get_state(),
+        "sample_gen": loop.sample_gen.get_state(),
+        "rng": _rng_state(),
+        "fingerprint": fingerprint,
+    }
+
+
+def _resume_or_start(
+    model: SeqRecModel,
+    cfg: TrainConfig,
+    params: list[torch.nn.Parameter],
+    device: torch.device,
+    last: Path,
+    fingerprint: str,
+) -> tuple[_Loop, int | None]:
+    """The loop restored from ``last`` (and the epoch it resumes after), else a fresh one.
+
+    A state that fails to load is deleted with a warning; the model gets its initial weights
+    back, since a half-applied state may already have changed them.
+    """
+    loop = _start(model, cfg, params, device)
+    if not last.is_file():
+        return loop, None
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    try:
+        _restore(model, loop, last, fingerprint)
+    except Exception as exc:  # unreadable, truncated or from another run: any reason discards it
+        reason = (str(exc).strip().splitlines() or [""])[0][:200]
+        log.warning(
+            "discarding resume state %s (%s: %s); training from scratch",
+            last,
+            type(exc).__name__,
+            reason,
+        )
+        last.unlink(missing_ok=True)
+        model.load_state_dict(initial)
+        return _start(model, cfg, params, device), None
+    return loop, loop.state["epoch"]
+
+
+def _restore(model: SeqRecModel, loop: _Loop, last: Path, fingerprint: str) -> None:
+    """Load ``last`` into ``model`` and ``loop``; raises when it is not a state of this run."""
+    saved = torch.load(last, map_location="cpu", weights_only=True)  # RNG states live on CPU
+    # a state written before fingerprints existed is checked by its shapes alone
+    if saved.get("fingerprint", fingerprint) != fingerprint:
+        raise ValueError("saved with another model, data or training config")
+    if saved["state"].keys() != _fresh_state().keys():
+        raise ValueError(f"unexpected training state fields {sorted(saved['state'])}")
+    model.load_state_dict(saved["model"])
+    loop.opt.load_state_dict(saved["optimizer"])
+    loop.shuffle_gen.set_state(saved["shuffle_gen"])
+    loop.sample_gen.set_state(saved["sample_gen"])
+    _set_rng_state(saved["rng"])
+    loop.state = saved["state"]
 
 
 def _epoch_line(row: dict[str, Any]) -> str:

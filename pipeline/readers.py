@@ -114,6 +114,11 @@ def _read_csv(path: Path, **options) -> pa.Table:
     except pa.ArrowInvalid as exc:
         require_utf8(path)
         raise IngestError(path, f"unreadable table: {exc}") from None
+    try:
+        table.column_names  # noqa: B018 (a header of bad UTF-8 fails only when decoded)
+    except UnicodeDecodeError:
+        require_utf8(path)
+        raise
     if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
         require_utf8(path)  # type inference reads a column with bad UTF-8 as bytes
     return table
@@ -212,6 +217,8 @@ def read_s3rec(seq_file: Path, attr_file: Path | None, text_file: Path | None = 
             seq_file, "expected 'user_id item_id [item_id ...]'", line=int(short[0]) + 1
         )
     keep = np.flatnonzero(~blank)
+    if not keep.size:
+        raise IngestError(seq_file, "no sequences: the file is empty")
     tokens = tokens.take(pa.array(keep))
     flat = pc.list_flatten(tokens)
     parent = pc.list_parent_indices(tokens).to_numpy(zero_copy_only=False)

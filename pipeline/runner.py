@@ -7,6 +7,7 @@ Prefect task per stage.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -17,9 +18,12 @@ from types import ModuleType
 
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
+from pipeline.provenance import code_version, package_versions
 from pipeline.stages import encode, evaluate, ingest, pretrain, train
 from pipeline.stages.base import StageOutput  # noqa: F401  (re-exported for stage authors)
 from storage import Artifact, ArtifactStore, refresh_catalog, stage_key
+from storage.atomic import crash_point
+from storage.process import owner
 
 log = logging.getLogger("fame")
 
@@ -58,6 +62,7 @@ class RunContext:
     results: dict[str, StageResult] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     keys: dict[str, str] = field(default_factory=dict)
+    config_name: str = ""
 
 
 def upstream_of(stage: str, cfg: RunConfig) -> list[str]:
@@ -118,7 +123,10 @@ def start_run(
         progress,
     )
     ctx.keys = plan_keys(cfg)
-    _record_run(ctx, "running", config_name=config_name)
+    ctx.config_name = config_name
+    if swept := {k: v for k, v in ctx.store.sweep().items() if v}:
+        log.info("store %s: cleaned up after killed runs: %s", ctx.store.root, swept)
+    _record_run(ctx, "running")
     return ctx
 
 
@@ -127,9 +135,8 @@ def finish_run(ctx: RunContext, status: str, error: str | None = None) -> None:
     refresh_catalog(ctx.store.root)
 
 
-def _record_run(
-    ctx: RunContext, status: str, error: str | None = None, config_name: str = ""
-) -> None:
+def _record_run(ctx: RunContext, status: str, error: str | None = None) -> None:
+    """The ``runs`` row, rewritten at each status: config, code version and package versions."""
     cfg = ctx.config
     ctx.store.record(
         "runs",
@@ -141,7 +148,10 @@ def _record_run(
             "init": cfg.init.method,
             "seed": cfg.train.seed,
             "config": cfg.model_dump_json(),
-            "config_name": config_name or None,
+            "config_name": ctx.config_name or None,
+            "code_version": code_version(),
+            **owner(),
+            "packages": json.dumps(package_versions()),
             "status": status,
             "error": error,
             "started_at": ctx.started_at,
@@ -204,6 +214,8 @@ def run_stage(ctx: RunContext, stage: str) -> StageResult:
                 **out.meta,
             }
             art = ctx.store.write(stage, key, tables=out.tables, files=out.files, meta=meta)
+            if out.after_publish is not None:
+                out.after_publish()
             result = StageResult(stage, key, False, time.perf_counter() - start, art)
     except Exception as exc:
         _record_stage(
@@ -228,6 +240,7 @@ def run_stage(ctx: RunContext, stage: str) -> StageResult:
         began,
         result.rows,
     )
+    crash_point(f"{stage}:record:stage")
     refresh_catalog(ctx.store.root)
     return result
 

@@ -1,16 +1,26 @@
 """Artifact store: Parquet artifacts with manifests, run/stage records and the DuckDB catalog.
 
-Knows nothing of models: it stores tables and files under content-derived keys.
+Knows nothing of models: it stores tables and files under content-derived keys. Names load on
+first use, so ``storage.atomic`` (which the trainer needs) does not import duckdb.
 """
 
-from storage.catalog import CatalogError, query, refresh_catalog
-from storage.store import Artifact, ArtifactStore, stage_key
+from __future__ import annotations
 
-__all__ = [
-    "Artifact",
-    "ArtifactStore",
-    "CatalogError",
-    "query",
-    "refresh_catalog",
-    "stage_key",
-]
+from importlib import import_module
+from typing import Any
+
+_HOME = {
+    "Artifact": "storage.store",
+    "ArtifactStore": "storage.store",
+    "stage_key": "storage.store",
+    "CatalogError": "storage.catalog",
+    "query": "storage.catalog",
+    "refresh_catalog": "storage.catalog",
+}
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOME:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    return getattr(import_module(_HOME[name]), name)

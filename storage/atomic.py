@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,24 +36,65 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces ``final`` in one rename.
+CRASH_ENV = "FAME_CRASH_AT"
 
-    On any exception the temporary directory is removed and ``final`` is left untouched.
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process when ``$FAME_CRASH_AT`` names this point (``<stage>:<step>``): the
+    crash-consistency tests kill the publication protocol at each of its steps (a no-op
+    otherwise)."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def work_name(final: Path, suffix: str = "") -> str:
+    """``<parent>-<name>-<pid>-<random><suffix>``: unique, and the pid tells a sweep whether the
+    writer still runs."""
+    return f"{final.parent.name}-{final.name}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
+
+
+def owner_pid(name: str) -> int | None:
+    """The writer's pid in a ``work_name``, None for any other name."""
+    parts = name.split("-")
+    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+
+
+@contextlib.contextmanager
+def atomic_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary directory; on success it replaces ``final`` in one rename.
+
+    The temporary (and, when ``final`` exists, the displaced old version, ``….old``) live in
+    ``work`` — a folder on the same file system, outside anything that is listed or globbed —
+    else beside ``final`` as dot-folders. On any exception the temporary directory is removed
+    and ``final`` is left untouched; after a kill, ``work`` holds what a sweep must clean.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    if work is None:
+        work, prefix = final.parent, "."
+    else:
+        work.mkdir(parents=True, exist_ok=True)
+        prefix = ""
+    tmp = work / (prefix + work_name(final))
+    tmp.mkdir()
     try:
         yield tmp
         fsync_tree(tmp)
+        trash = None
         if final.exists():
-            trash = final.parent / f".old-{final.name}-{os.getpid()}"
-            os.replace(final, trash)
+            trash = work / (prefix + work_name(final, ".old"))
+            with contextlib.suppress(FileNotFoundError):  # another writer moved it first
+                os.replace(final, trash)
+            crash_point(f"{final.parent.name}:publish:displaced")
+        try:
             os.replace(tmp, final)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+                raise
+            # another writer published ``final`` between our check and our rename: content
+            # keys make its version as good as ours, so keep it
+            shutil.rmtree(tmp, ignore_errors=True)
+        if trash is not None:
             shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
         _fsync_dir(final.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -4,7 +4,7 @@
 always agrees with the files. Data views (``items``, ``interactions``, ``sequences``,
 ``text_embeddings``, ``item_embeddings``) show the artifact the latest run used; ``<view>_all``
 shows every stored version with its ``artifact_key``. Result views (``metrics``, ``rankings``,
-``facet_report``) and records (``runs``, ``stages``) span all runs.
+``facet_report``, ``head_alignment``) and records (``runs``, ``stages``) span all runs.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from storage.store import RECORDS, ArtifactStore
 
 CATALOG = "catalog.duckdb"
 
+KEY_GLOB = "[0-9a-f]*"  # artifact folders only: never a dot-folder another version left behind
+
 # view name -> (stage, parquet file name)
 DATA_VIEWS: dict[str, tuple[str, str]] = {
     "items": ("ingest", "items"),
@@ -33,6 +35,7 @@ RESULT_VIEWS: dict[str, tuple[str, str]] = {
     "metrics": ("evaluate", "metrics"),
     "rankings": ("evaluate", "rankings"),
     "facet_report": ("pretrain", "facet_report"),
+    "head_alignment": ("evaluate", "head_alignment"),
 }
 RECORD_VIEWS = ("runs", "stages")
 
@@ -76,11 +79,13 @@ def view_statements(store: ArtifactStore) -> list[str]:
         if stage in current and (store.path(stage, current[stage]) / f"{table}.parquet").is_file():
             path = store.path(stage, current[stage]) / f"{table}.parquet"
             stmts.append(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_sql_str(path)})")
-        if any((store.root / stage).glob(f"*/{table}.parquet")):
-            stmts.append(_glob_view(f"{view}_all", store.root / stage / "*" / f"{table}.parquet"))
+        pattern = store.root / stage / KEY_GLOB / f"{table}.parquet"
+        if any((store.root / stage).glob(f"{KEY_GLOB}/{table}.parquet")):
+            stmts.append(_glob_view(f"{view}_all", pattern))
     for view, (stage, table) in RESULT_VIEWS.items():
-        if any((store.root / stage).glob(f"*/{table}.parquet")):
-            stmts.append(_glob_view(view, store.root / stage / "*" / f"{table}.parquet"))
+        pattern = store.root / stage / KEY_GLOB / f"{table}.parquet"
+        if any((store.root / stage).glob(f"{KEY_GLOB}/{table}.parquet")):
+            stmts.append(_glob_view(view, pattern))
     for view in RECORD_VIEWS:
         base = store.root / RECORDS / view
         if any(base.glob("*.parquet")):

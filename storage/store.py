@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,10 +19,12 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from storage.atomic import atomic_dir, atomic_write_parquet
+from storage import process
+from storage.atomic import atomic_dir, atomic_write_parquet, crash_point, owner_pid
 
 MANIFEST = "manifest.json"
 RECORDS = "_records"
+WORK = "_work"  # per-key scratch (training state) and publication temporaries
 
 
 def canonical_json(obj: Any) -> str:
@@ -66,6 +70,41 @@ class ArtifactStore:
     def path(self, stage: str, key: str) -> Path:
         return self.root / stage / key
 
+    @property
+    def publish_dir(self) -> Path:
+        """Where artifacts are assembled before their rename: outside every stage folder, so
+        no listing or catalog glob ever sees a half-written one."""
+        return self.root / WORK / "publish"
+
+    def sweep(self, legacy_age: float = 3600.0) -> dict[str, int]:
+        """Clean up after killed writers: remove their temporary artifacts, put back an old
+        version a kill left displaced, and mark their ``running`` run records ``killed``.
+
+        Only what a dead process on this host owned is touched, so a sweep is safe while other
+        runs are writing. Dot-folders of older versions inside stage folders (no owner pid) go
+        once they are ``legacy_age`` seconds old. Returns counts of what was done.
+        """
+        done = {"removed": 0, "restored": 0, "killed_runs": 0}
+        if self.publish_dir.is_dir():
+            for entry in self.publish_dir.iterdir():
+                pid = owner_pid(entry.name.removesuffix(".old"))
+                if pid is not None and process.alive(pid):
+                    continue
+                done[_sweep_entry(self.root, entry)] += 1
+        for stage_dir in self.root.iterdir():
+            if not stage_dir.is_dir() or stage_dir.name.startswith(("_", ".")):
+                continue
+            for entry in stage_dir.glob(".*"):
+                if entry.is_dir() and time.time() - entry.stat().st_mtime > legacy_age:
+                    shutil.rmtree(entry, ignore_errors=True)
+                    done["removed"] += 1
+        for rec in self.records("runs"):
+            if rec.get("status") == "running" and process.owner_gone(rec):
+                gone = f"process {rec['pid']} on {rec['host']} ended before the run finished"
+                self.record("runs", rec["run_id"], {**rec, "status": "killed", "error": gone})
+                done["killed_runs"] += 1
+        return done
+
     def get(self, stage: str, key: str) -> Artifact | None:
         """The finished artifact for (stage, key), or None (a half-written one never counts)."""
         path = self.path(stage, key)
@@ -90,11 +129,12 @@ class ArtifactStore:
         """
         tables = dict(tables or {})
         start = time.perf_counter()
-        with atomic_dir(self.path(stage, key)) as tmp:
+        with atomic_dir(self.path(stage, key), self.publish_dir) as tmp:
             for name, table in tables.items():
                 pq.write_table(table, tmp / f"{name}.parquet")
             if files is not None:
                 files(tmp)
+            crash_point(f"{stage}:publish:tables")
             manifest = {
                 "stage": stage,
                 "key": key,
@@ -108,6 +148,8 @@ class ArtifactStore:
             }
             manifest["write_seconds"] = round(time.perf_counter() - start, 4)
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+            crash_point(f"{stage}:publish:manifest")
+        crash_point(f"{stage}:publish:done")
         return Artifact(stage, key, self.path(stage, key), manifest)
 
     def artifacts(self, stage: str) -> list[Artifact]:
@@ -135,3 +177,16 @@ class ArtifactStore:
         for path in sorted(base.glob("*.parquet")):
             rows.extend(pq.read_table(path).to_pylist())
         return rows
+
+
+def _sweep_entry(root: Path, entry: Path) -> str:
+    """A dead writer's temporary is removed; its displaced old version (``<stage>-<key>-….old``)
+    goes back to ``root/<stage>/<key>`` if nothing took that place, else is removed."""
+    if entry.name.endswith(".old"):
+        stage, key = entry.name.split("-")[:2]
+        final = root / stage / key
+        if not final.exists():
+            os.replace(entry, final)
+            return "restored"
+    shutil.rmtree(entry, ignore_errors=True)
+    return "removed"

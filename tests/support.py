@@ -1,5 +1,16 @@
 """Plain helpers shared by tests (importable as `support`; fixtures live in conftest.py)."""
 
+import contextlib
+import http.server
+import io
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
 import numpy as np
 
 from fame.data import SplitData
@@ -50,3 +61,68 @@ def popularity_ndcg10(data, split="valid", exclude=True):
             s[hist[hist != t]] = -np.inf
         ranks.append(int((s >= s[t]).sum()))
     return metrics_from_ranks(np.array(ranks))["ndcg@10"]
+
+
+def ml100k_zip() -> bytes:
+    """A three-rating archive in GroupLens' ml-100k layout (what ``fame data fetch`` converts)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("ml-100k/u.genre", "unknown|0\nAction|1\nComedy|2\n\n")
+        z.writestr("ml-100k/u.data", "1\t10\t5\t100\n1\t20\t3\t90\n1\t30\t4\t95\n")
+        z.writestr(
+            "ml-100k/u.item",
+            "10|Heat (1995)|01-Jan-1995||http://x|0|1|1\n"
+            "20|Big (1988)|01-Jan-1988||http://x|0|0|1\n"
+            "30|Odd|||http://x|1|0|0\n",
+        )
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def serve_bytes(payload: bytes) -> Iterator[str]:
+    """A real HTTP server on 127.0.0.1 answering every GET with ``payload``; yields its base URL."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+REPO = Path(__file__).resolve().parents[1]
+# a SASRec chain (ingest -> train -> evaluate) of seconds on the ml-100k slice
+RUN_SETS = {**SMALL, "model.name": "sasrec", "init.method": "random", "train.epochs": 1}
+
+
+def fame_run(
+    store: Path, data: Path, *extra: str, crash: str | None = None, prefect=False, env=None
+) -> subprocess.Popen:
+    """A real `fame run` subprocess on ml-100k data (``crash``: ``$FAME_CRASH_AT``)."""
+    args = [sys.executable, "-m", "flows.cli", "run", "-c", "ml-100k", "--data-dir", str(data)]
+    args += ["-q", "--set", f"paths.artifacts={store}"]
+    args += [a for k, v in RUN_SETS.items() for a in ("--set", f"{k}={v}")]
+    args += [] if prefect else ["--no-prefect"]
+    env = {**os.environ, **(env or {}), "FAME_CRASH_AT": crash or ""}
+    if prefect:
+        env.pop("PREFECT_API_URL", None)  # Prefect's ephemeral mode: the server under test
+    return subprocess.Popen(
+        [*args, *extra], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace")[-3000:]

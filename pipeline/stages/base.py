@@ -12,11 +12,13 @@ import pyarrow as pa
 
 @dataclass
 class StageOutput:
-    """Tables to store as Parquet, a writer for other files, and manifest extras."""
+    """Tables to store as Parquet, a writer for other files, manifest extras, and what to do
+    once the artifact is published (e.g. drop scratch state it has made redundant)."""
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     files: Callable[[Path], None] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    after_publish: Callable[[], None] | None = None
 
 
 def drop_at_default(section: dict[str, Any], later: Mapping[str, Any]) -> dict[str, Any]:

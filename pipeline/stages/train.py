@@ -1,7 +1,8 @@
 """train: sequences (+ initial embeddings) -> a FAME or SASRec checkpoint with early stopping.
 
 Training state lives in ``<store>/_work/train/<key>/`` (``last.pt`` after every epoch), so a
-killed run resumes from its last finished epoch when the same config is run again.
+killed run resumes from its last finished epoch when the same config is run again. A forced
+train starts from scratch; the state is deleted once the artifact holding the model is published.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fame.checkpoint import save_checkpoint
 from fame.config import FAME_ONLY_FIELDS, ModelConfig
 from fame.data import SplitData
 from fame.model import SeqRecModel
-from fame.trainer import fit
+from fame.trainer import SPEED_FIELDS, discard_resume_state, fit
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import StageOutput, drop_at_default
@@ -35,8 +36,7 @@ NAME = "train"
 VERSION = "1"
 CHECKPOINT = "checkpoint"
 log = logging.getLogger("fame")
-# TrainConfig fields that change speed or reporting, not the trained weights.
-NOT_IN_KEY = {"device", "eval_batch_size", "logit_chunk", "amp"}
+NOT_IN_KEY = SPEED_FIELDS  # TrainConfig fields that change speed or reporting, not the weights
 # ModelConfig fields added after artifacts were first written: at their default they are left
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
 KEY_ONLY_IF_SET = {"residual", "router_top_k"}
@@ -129,6 +129,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         work_dir(ctx),
         progress=ctx.progress,
         freeze_item_epochs=cfg.init.freeze_epochs,
+        fresh=NAME in ctx.force,  # a forced train retrains, whatever state a run left
     )
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])
@@ -155,12 +156,15 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "model": cfg.model.name,
             "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run,
+            "epochs_trained": result.epochs_trained,
             "best_valid": result.best_valid,
             "train_seconds": result.seconds,
             "stopped_early": result.stopped_early,
             "resumed_from": result.resumed_from,
             "num_params": sum(p.numel() for p in model.parameters()),
         },
+        # the published artifact holds the model: the resume state is redundant from then on
+        after_publish=lambda: discard_resume_state(work_dir(ctx)),
     )
 
 

@@ -1,6 +1,11 @@
 """Training, evaluation, resumption and checkpoints on small data."""
 
+import json
+import logging
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,3 +143,68 @@ def test_freeze_item_epochs_keeps_E_then_trains_it(cyclic, tmp_path):
     fit(_model("fame", cyclic), cyclic, cfg, tmp_path / "c", progress=False, freeze_item_epochs=1)
     again = torch.load(tmp_path / "c" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(last[k], again[k]) for k in last)
+
+
+TWIN = """
+import json, sys, time
+from pathlib import Path
+import torch
+sys.path.append({tests!r})
+from support import cyclic_split
+from fame.config import ModelConfig, TrainConfig
+from fame.model import SeqRecModel
+from fame.trainer import fit
+
+torch.set_num_threads(1)
+data = cyclic_split(num_users=24, num_items=16, length=8)
+torch.manual_seed(0)
+model = SeqRecModel(ModelConfig(d=16, heads=2, experts=2, max_len=8), data.num_items)
+cfg = TrainConfig(epochs=30, patience=100, eval_every=30, batch_size=64, seed=3, device="cpu")
+print("ready", flush=True)
+while not Path({go!r}).exists():  # both processes start training together
+    time.sleep(0.01)
+res = fit(model, data, cfg, {work!r}, progress=False)
+print(json.dumps([res.best_valid, res.epochs_run, getattr(res, "epochs_trained", None)]))
+"""
+
+
+def test_two_identical_trains_on_one_work_dir_both_finish(tmp_path):
+    """Two processes fitting one config into one work_dir at once: neither crashes on the
+    other's files, one trains while the other waits, and both return the same result."""
+    go = tmp_path / "go"
+    tests = Path(__file__).parents[1]
+    code = TWIN.format(tests=str(tests), go=str(go), work=str(tmp_path / "w"))
+    run = [sys.executable, "-c", code]
+    procs = [
+        subprocess.Popen(run, cwd=tests.parent, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    try:
+        assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+        go.touch()
+        outs = [p.communicate(timeout=120)[0] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [0, 0], outs
+    (valid_a, run_a, trained_a), (valid_b, run_b, trained_b) = (json.loads(o) for o in outs)
+    assert valid_a == valid_b and run_a == run_b == 30
+    assert sorted([trained_a, trained_b]) == [0, 30]  # the second resumed the finished state
+
+
+@pytest.mark.parametrize("spoil", ["truncated", "garbage", "empty", "other_model"])
+def test_unloadable_resume_state_is_discarded_with_a_warning(cyclic, tmp_path, caplog, spoil):
+    cfg = _cfg(epochs=2)
+    clean = fit(_model("sasrec", cyclic), cyclic, cfg, tmp_path / "clean", progress=False)
+    last = tmp_path / "w" / "last.pt"
+    if spoil == "other_model":  # a state of another architecture (d=16) in the same folder
+        other = SeqRecModel(ModelConfig(name="sasrec", d=16, heads=2, max_len=12), cyclic.num_items)
+        fit(other, cyclic, cfg, last.parent, progress=False)
+    else:
+        last.parent.mkdir()
+        data = (tmp_path / "clean" / "last.pt").read_bytes()
+        spoilt = {"truncated": data[: len(data) // 2], "garbage": b"\x00junk" * 99, "empty": b""}
+        last.write_bytes(spoilt[spoil])
+    with caplog.at_level(logging.WARNING, logger="fame.trainer"):
+        res = fit(_model("sasrec", cyclic), cyclic, cfg, last.parent, progress=False)
+    assert any(r.levelno == logging.WARNING and str(last) in r.getMessage() for r in caplog.records)
+    assert res.resumed_from is None and res.best_valid == clean.best_valid

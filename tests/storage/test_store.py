@@ -123,3 +123,81 @@ def test_vectors_roundtrip_through_parquet(tmp_path):
     pq.write_table(pa.table({"vector": to_column(v)}), tmp_path / "v.parquet")
     back = from_column(pq.read_table(tmp_path / "v.parquet")["vector"])
     assert back.dtype == np.float32 and np.array_equal(back, v) and back.flags.writeable
+
+
+def test_two_writers_of_one_key_both_succeed(tmp_path):
+    """Both assemble the artifact, then publish at once (a barrier holds them inside the write):
+    the second finds the key taken and keeps the first's version (content keys: equal)."""
+    import threading
+
+    store = ArtifactStore(tmp_path)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def write():
+        try:
+            store.write(
+                "ingest",
+                "0123456789abcdef",
+                tables={"items": pa.table({"x": [1]})},
+                files=lambda _tmp: barrier.wait(timeout=30),
+            )
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.get("ingest", "0123456789abcdef").table("items").to_pydict() == {"x": [1]}
+    assert list(store.publish_dir.iterdir()) == []
+
+
+def test_sweep_touches_only_what_dead_writers_left(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from storage.atomic import work_name
+    from storage.process import owner
+
+    store = ArtifactStore(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    final = store.path("train", "00000000000000aa")
+    live_tmp = store.publish_dir / work_name(final)  # ours: this process runs
+    dead_tmp = store.publish_dir / work_name(final).replace(f"-{os.getpid()}-", f"-{dead_pid}-")
+    displaced = store.publish_dir / work_name(final, ".old").replace(
+        f"-{os.getpid()}-", f"-{dead_pid}-"
+    )
+    for d in (live_tmp, dead_tmp, displaced):
+        d.mkdir(parents=True)
+    (displaced / "manifest.json").write_text("{}")
+    legacy = tmp_path / "train" / ".tmp-00000000000000bb-x"
+    legacy.mkdir(parents=True)
+    me = owner()
+    store.record("runs", "live", {"run_id": "live", "status": "running", **me})
+    store.record(
+        "runs",
+        "dead",
+        {"run_id": "dead", "status": "running", **me, "pid": dead_pid, "pid_start": None},
+    )
+    store.record(
+        "runs",
+        "remote",
+        {"run_id": "remote", "status": "running", **me, "host": "elsewhere", "pid": dead_pid},
+    )
+    done = store.sweep(legacy_age=3600)
+    assert done == {"removed": 1, "restored": 1, "killed_runs": 1}
+    assert live_tmp.is_dir() and not dead_tmp.exists() and (final / "manifest.json").is_file()
+    assert legacy.is_dir()  # young: an older version may still be writing it
+    assert store.sweep(legacy_age=0)["removed"] == 1 and not legacy.exists()
+    status = {r["run_id"]: r["status"] for r in store.records("runs")}
+    assert status == {"live": "running", "dead": "killed", "remote": "running"}
