@@ -90,6 +90,41 @@ def to_number(col, file: Path, fld: str, kind: str, line_of=lambda i: i + 1) -> 
         ) from None
 
 
+MAX_LINE_BYTES = 1 << 28  # a row longer than this is refused, not read
+
+
+def _longest_line(path: Path) -> tuple[int, int]:
+    """(line number, length in bytes) of the longest line (error path only: reads the file)."""
+    best, best_len = 1, 0
+    with open(path, "rb") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if len(line) > best_len:
+                best, best_len = lineno, len(line)
+    return best, best_len
+
+
+def read_csv_grown(path: Path, read_options: pacsv.ReadOptions | None = None, **kw) -> pa.Table:
+    """``pyarrow.csv.read_csv`` whose blocks grow to hold the longest line: pyarrow otherwise
+    fails with "straddling object" on a row longer than its block; beyond ``MAX_LINE_BYTES``
+    the row is an error naming its line."""
+    read_options = read_options or pacsv.ReadOptions()
+    try:
+        return pacsv.read_csv(path, read_options=read_options, **kw)
+    except pa.ArrowInvalid as exc:
+        if "straddl" not in str(exc):
+            raise
+    line, length = _longest_line(path)
+    if length >= MAX_LINE_BYTES:
+        raise IngestError(
+            path,
+            f"a line of {length / 2**20:.0f} MiB (rows may take at most "
+            f"{MAX_LINE_BYTES >> 20} MiB)",
+            line=line,
+        ) from None
+    read_options.block_size = max(read_options.block_size, 2 * length + (1 << 20))
+    return pacsv.read_csv(path, read_options=read_options, **kw)
+
+
 def read_lines(path: Path, encoding: str = "utf8") -> pa.ChunkedArray:
     """The file's lines as a string column (index i = line i + 1; blank lines kept)."""
     opts = pacsv.ReadOptions(column_names=["line"], encoding=encoding, block_size=1 << 24)
@@ -98,9 +133,7 @@ def read_lines(path: Path, encoding: str = "utf8") -> pa.ChunkedArray:
     )
     conv = pacsv.ConvertOptions(column_types={"line": pa.string()}, strings_can_be_null=False)
     try:
-        return pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)[
-            "line"
-        ]
+        return read_csv_grown(path, opts, parse_options=parse, convert_options=conv)["line"]
     except pa.ArrowInvalid as exc:
         if encoding.replace("-", "").lower() == "utf8":
             require_utf8(path)
@@ -110,7 +143,7 @@ def read_lines(path: Path, encoding: str = "utf8") -> pa.ChunkedArray:
 def _read_csv(path: Path, **options) -> pa.Table:
     """``pyarrow.csv.read_csv``, its errors naming the file (and the line of bad UTF-8)."""
     try:
-        table = pacsv.read_csv(require_file(path), **options)
+        table = read_csv_grown(require_file(path), options.pop("read_options", None), **options)
     except pa.ArrowInvalid as exc:
         require_utf8(path)
         raise IngestError(path, f"unreadable table: {exc}") from None
@@ -414,7 +447,7 @@ def read_atomic(path: Path) -> pa.Table:
     parse = pacsv.ParseOptions(delimiter="\t", quote_char=False, escape_char=False)
     conv = pacsv.ConvertOptions(column_types=dict.fromkeys(names, pa.string()))
     try:
-        table = pacsv.read_csv(path, read_options=opts, parse_options=parse, convert_options=conv)
+        table = read_csv_grown(path, opts, parse_options=parse, convert_options=conv)
     except pa.ArrowInvalid as exc:
         require_utf8(path)
         raise IngestError(
@@ -686,9 +719,9 @@ def _read_any_table(path: Path) -> pa.Table:
             column_types=dict.fromkeys([h.strip('"') for h in header], pa.string()),
             strings_can_be_null=False,
         )
-        return pacsv.read_csv(
+        return read_csv_grown(
             path,
-            read_options=pacsv.ReadOptions(block_size=1 << 24),
+            pacsv.ReadOptions(block_size=1 << 24),
             parse_options=parse,
             convert_options=conv,
         )

@@ -257,3 +257,24 @@ def test_path_outside_the_data_dir_is_refused_without_echoing_it(tmp_path, what)
     assert res.exit_code == 2, res.output
     assert f"data.{what} = " in res.stderr and "outside the dataset folder" in res.stderr
     assert not any(line in res.output for line in _passwd_lines())
+
+
+def test_a_huge_line_is_read_and_a_too_huge_one_is_named(tmp_path, monkeypatch):
+    """pyarrow fails a row longer than its block ("straddling object"); the readers grow the
+    block to the longest line, and refuse (naming the line) past MAX_LINE_BYTES."""
+    from pipeline import readers
+
+    long_title = "x" * (20 << 20)  # 20 MiB: longer than every reader's block
+    inter = tmp_path / "inter.csv"
+    inter.write_text("user,item,ts\n1,10,5\n1,11,6\n1,12,7\n")
+    items = tmp_path / "items.csv"
+    items.write_text(f"item,title\n10,short\n11,{long_title}\n12,other\n")
+    raw = readers.read_generic(inter, items, "user", "item", "ts")
+    assert len(raw.items["title"][1].as_py()) == len(long_title)
+    seq = tmp_path / "Beauty.txt"
+    seq.write_text("1 " + " ".join(["7"] * (3 << 20)) + "\n2 8 9\n")  # a 12 MiB sequence line
+    assert readers.read_s3rec(seq, None).interactions.num_rows == (3 << 20) + 2
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1 << 20)
+    with pytest.raises(IngestError) as err:
+        readers.read_generic(inter, items, "user", "item", "ts")
+    assert err.value.line == 3 and "20 MiB" in str(err.value) and "items.csv" in str(err.value)
