@@ -66,10 +66,9 @@ def main() -> None:
     parser.add_argument("--config", default="beauty")
     parser.add_argument("--artifacts", default=None)
     args = parser.parse_args()
+    from pipeline.artifacts import facet_labels, text_vectors
     from pipeline.config import load_config
     from pipeline.runner import plan_keys
-    from pipeline.stages.encode import vectors_of
-    from pipeline.stages.pretrain import facet_labels
     from pretrain.config import PretrainConfig
     from pretrain.train import initial_embeddings, knn_report, plain_projection, pretrain_facets
     from storage import ArtifactStore
@@ -81,7 +80,7 @@ def main() -> None:
     if ingest is None or encode is None:
         sys.exit(f"no ingest/encode artifact for {args.config}: run `fame encode -c {args.config}`")
     items = ingest.table("items")
-    ids, text = vectors_of(encode)
+    ids, text = text_vectors(encode)
     labels = facet_labels(cfg, items)[:, np.searchsorted(items["item_id"].to_numpy(), ids)]
     names = [f.name for f in cfg.facets]
     d_prime = cfg.model.d // cfg.model.heads

@@ -29,13 +29,13 @@ from fame.model import SeqRecModel
 from fame.trainer import fit
 from pipeline.config import load_config
 from pipeline.runner import run_pipeline
-from pipeline.stages.train import split_data
+from pipeline.artifacts import split_data
 
 model_name, epochs, store = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 cfg = load_config("beauty", {"paths.artifacts": store, "model.name": model_name, "train.epochs": epochs,
                              "train.device": "cpu"})
 ing = run_pipeline(cfg, ["ingest"], progress=False).results["ingest"].artifact
-data = split_data(ing.table("sequences"), ing.rows["items"])
+data = split_data(ing)
 torch.manual_seed(0)
 model = SeqRecModel(cfg.model, data.num_items)
 lengths = np.diff(data.offsets)

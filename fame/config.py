@@ -26,6 +26,9 @@ PosFloat = Annotated[float, BeforeValidator(_not_bool), Field(gt=0)]
 NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 # ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
+# TrainConfig fields that change speed or reporting, not the trained weights: a resume state
+# stays valid across them (a run killed on one device may continue on another)
+SPEED_FIELDS = frozenset({"device", "eval_batch_size", "logit_chunk", "amp"})
 
 
 @dataclass(config=STRICT)

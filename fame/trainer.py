@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fame.config import TrainConfig
+from fame.config import SPEED_FIELDS, TrainConfig
 from fame.data import Packed, SplitData, pack, train_batches
 from fame.evaluate import evaluate
 from fame.losses import NextItemLoss, make_loss
@@ -32,9 +32,6 @@ from storage.atomic import atomic_write_bytes
 LAST = "last.pt"
 LOCK = ".lock"
 SHOWN = ("ndcg@10", "hr@10")  # valid metrics on the progress bar
-# TrainConfig fields that change speed or reporting, not the trained weights: a resume state
-# stays valid across them (a run killed on one device may continue on another)
-SPEED_FIELDS = frozenset({"device", "eval_batch_size", "logit_chunk", "amp"})
 log = logging.getLogger("fame.trainer")
 
 

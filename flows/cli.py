@@ -127,7 +127,9 @@ def _print_result(result: dict) -> None:
     ]
     columns = ("stage", "status", "seconds", "task seconds", "key")
     display.show(display.table(columns, rows, title=f"run {result['run_id']}"))
-    if ev := result["stages"].get("evaluate"):
+    from pipeline.registry import TARGET
+
+    if ev := result["stages"].get(TARGET):
         from pipeline.report import alignment_table, metrics_table
 
         root = Path(result["catalog"]).parent
@@ -286,14 +288,16 @@ def demo(
                 "(stages that finished are cached: rerun `fame demo` to resume)"
             )
         )
+    from pipeline.registry import TARGET
     from pipeline.report import alignment_table, metrics_table
     from pipeline.runner import plan_keys
 
     root = cfg.artifacts_dir()
     catalog, opt = root / "catalog.duckdb", _root_opt(root)
     _print_latest_run(root)
-    display.show(metrics_table(root, plan_keys(cfg)["evaluate"]))
-    if (aligned := alignment_table(root, plan_keys(cfg)["evaluate"])) is not None:
+    evaluate_key = plan_keys(cfg)[TARGET]
+    display.show(metrics_table(root, evaluate_key))
+    if (aligned := alignment_table(root, evaluate_key)) is not None:
         display.show(aligned)
     say(
         f"""
@@ -310,12 +314,14 @@ Stop        fame demo --stop   (the server and `fame serve`; logs in {state_dir(
 
 def _print_latest_run(root: Path) -> None:
     """The stages of the newest run in the catalog: computed, or skipped because cached."""
+    from pipeline.registry import VIEWS
     from storage import query
 
     cols, rows = query(
         root,
         "SELECT stage, status, round(seconds, 2) AS seconds, key FROM stages WHERE run_id = "
         "(SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) ORDER BY started_at",
+        VIEWS,
     )
     display.show(display.table(cols, rows, title="this run (skipped = reused from the store)"))
 

@@ -1,7 +1,11 @@
-"""The Prefect flow ``fame``: one thin task per pipeline stage, wired as the DAG, and its
-deployments (``fame/full-pipeline`` and one per stage).
+"""The Prefect flow ``fame``: the pipeline's run loop (``pipeline.runner.run_pipeline``) with a
+Prefect task per stage as its executor, and its deployments (``fame/full-pipeline`` and one per
+stage of the registry).
 
-The artifact store decides what is skipped (an unchanged stage costs nothing and is reported as
+A stage task gets plain data only (the resolved config, the run id, the stages to recompute and
+its upstream artifact refs) and reads its inputs from the store by key, so it could run in
+another process; passing the upstream tasks' refs draws the DAG in the Prefect UI. The artifact
+store decides what is skipped (an unchanged stage costs nothing and is reported as
 ``skipped``); Prefect's result caching is off. A task that fails for a transient reason is
 retried once; configuration and data errors fail at once. Either way the artifacts of the
 stages before it stay in the store, so the next run resumes there.
@@ -22,24 +26,16 @@ from prefect.deployments.runner import EntrypointType
 from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
+from flows.server import FULL_PIPELINE
 from pipeline.config import ConfigError, load_config
+from pipeline.context import RunContext, StageRef
 from pipeline.errors import PipelineError
+from pipeline.registry import ORDER, TARGET
 from pipeline.report import metrics_markdown
-from pipeline.runner import (
-    ORDER,
-    RunContext,
-    finish_run,
-    needed_stages,
-    precheck,
-    run_stage,
-    start_run,
-    upstream_of,
-)
+from pipeline.runner import needed_stages, new_run_id, run_pipeline, run_task
 
 # errors that a retry cannot fix (ConfigError is a ValueError)
 DETERMINISTIC = (PipelineError, ConfigError, ValueError, TypeError, KeyError, FileNotFoundError)
-# run id -> context of the flow runs in this process; tasks run in the flow's process
-_RUNS: dict[str, RunContext] = {}
 
 
 def is_transient(task_, task_run, state) -> bool:
@@ -54,28 +50,34 @@ def is_transient(task_, task_run, state) -> bool:
 
 
 @task(retries=1, retry_delay_seconds=2, retry_condition_fn=is_transient, cache_policy=NONE)
-def stage_task(run_id: str, stage: str, upstream: list[dict[str, Any]]) -> dict[str, Any]:
-    """Run (or skip) one stage; returns its artifact reference. ``upstream`` (the upstream
-    tasks' references) is not read: passing it draws the DAG edges in the Prefect UI."""
-    res = run_stage(_RUNS[run_id], stage)
+def stage_task(
+    stage: str,
+    config: dict[str, Any],
+    run_id: str,
+    force: list[str],
+    upstream: dict[str, StageRef],
+    progress: bool = False,
+) -> StageRef:
+    """Run (or skip) one stage (``pipeline.runner.run_task``); returns its artifact ref."""
+    ref = run_task(
+        stage, config=config, run_id=run_id, force=force, upstream=upstream, progress=progress
+    )
     get_run_logger().info(
         "%s %s in %.2fs (key %s)",
         stage,
-        "skipped" if res.skipped else "computed",
-        res.seconds,
-        res.key,
+        "skipped" if ref["skipped"] else "computed",
+        ref["seconds"],
+        ref["key"],
     )
-    return {
-        "stage": stage,
-        "key": res.key,
-        "skipped": res.skipped,
-        "seconds": round(res.seconds, 3),
-        "path": str(res.artifact.path),
-        "rows": res.rows,
-    }
+    return ref
 
 
 TASKS = {name: stage_task.with_options(name=name, task_run_name=name) for name in ORDER}
+
+
+def prefect_executor(stage: str, **task_args: Any) -> StageRef:
+    """The runner's executor: the stage's Prefect task, called in the flow."""
+    return TASKS[stage](stage, **task_args)
 
 
 def _stage_list(value: list[str] | str | None) -> list[str]:
@@ -126,58 +128,46 @@ def fame(
     logger = get_run_logger()
     cfg = load_config(config, overrides or {}, data_dir)
     wanted = _stage_list(stages) or needed_stages(cfg)
-    if unknown := set(wanted) - set(ORDER):
-        raise PipelineError(f"unknown stage(s) {sorted(unknown)}; stages are {ORDER}")
-    ctx = start_run(cfg, force=_stage_list(force), progress=False, config_name=config)
-    logger.info("pipeline run %s: stages %s, artifacts %s", ctx.run_id, wanted, ctx.store.root)
-    _RUNS[ctx.run_id] = ctx
+    run_id = new_run_id()
+    logger.info("pipeline run %s: stages %s, artifacts %s", run_id, wanted, cfg.artifacts_dir())
     start = time.perf_counter()
-    refs: dict[str, dict[str, Any]] = {}
-    try:
-        with _pipeline_logs_to_prefect():
-            precheck(ctx, wanted)
-            for name in ORDER:
-                if name not in wanted:
-                    continue
-                ups = [refs[u] for u in upstream_of(name, cfg) if u in refs]
-                began = time.perf_counter()
-                refs[name] = TASKS[name](ctx.run_id, name, ups)
-                refs[name]["wall_seconds"] = round(time.perf_counter() - began, 3)
-                if name == "ingest":  # prechecks that need the items table
-                    precheck(ctx, wanted)
-    except BaseException as exc:
-        finish_run(ctx, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-    finally:
-        _RUNS.pop(ctx.run_id, None)
-    finish_run(ctx, "completed")
+    with _pipeline_logs_to_prefect():
+        ctx = run_pipeline(
+            cfg,
+            wanted,
+            _stage_list(force),
+            progress=False,
+            config_name=config,
+            run_id=run_id,
+            executor=prefect_executor,
+        )
     catalog = ctx.store.root / "catalog.duckdb"
-    for r in refs.values():
+    for r in ctx.results.values():
         logger.info(
             "stage %-9s %-8s %7.2fs (task %.2fs)",
-            r["stage"],
-            "skipped" if r["skipped"] else "computed",
-            r["seconds"],
-            r["wall_seconds"],
+            r.stage,
+            "skipped" if r.skipped else "computed",
+            r.seconds,
+            r.wall_seconds,
         )
-    _publish(ctx, refs, catalog)
+    _publish(ctx, catalog)
     return {
         "run_id": ctx.run_id,
         "catalog": str(catalog),
         "seconds": round(time.perf_counter() - start, 3),
         "stages": {
-            k: {
-                "key": v["key"],
-                "skipped": v["skipped"],
-                "seconds": v["seconds"],
-                "wall_seconds": v["wall_seconds"],
+            name: {
+                "key": r.key,
+                "skipped": r.skipped,
+                "seconds": round(r.seconds, 3),
+                "wall_seconds": round(r.wall_seconds, 3),
             }
-            for k, v in refs.items()
+            for name, r in ctx.results.items()
         },
     }
 
 
-def _publish(ctx: RunContext, refs: dict[str, dict[str, Any]], catalog) -> None:
+def _publish(ctx: RunContext, catalog) -> None:
     """The run summary as a Prefect markdown artifact (key ``fame-run``): timings, metrics."""
     cfg = ctx.config
     body = [
@@ -186,17 +176,17 @@ def _publish(ctx: RunContext, refs: dict[str, dict[str, Any]], catalog) -> None:
         "| stage | status | seconds | key | artifact |",
         "|---|---|---:|---|---|",
         *(
-            f"| {r['stage']} | {'skipped' if r['skipped'] else 'computed'} | "
-            f"{r['seconds']:.2f} | `{r['key']}` | `{r['path']}` |"
-            for r in refs.values()
+            f"| {r.stage} | {'skipped' if r.skipped else 'computed'} | "
+            f"{r.seconds:.2f} | `{r.key}` | `{r.artifact.path}` |"
+            for r in ctx.results.values()
         ),
         "",
     ]
-    if "evaluate" in refs:
+    if TARGET in ctx.results:
         body += [
             "## Metrics (full ranking)",
             "",
-            metrics_markdown(ctx.store.root, refs["evaluate"]["key"]),
+            metrics_markdown(ctx.store.root, ctx.results[TARGET].key),
             "",
         ]
     body.append(
@@ -210,11 +200,12 @@ def _publish(ctx: RunContext, refs: dict[str, dict[str, Any]], catalog) -> None:
 
 
 def deployments() -> list:
-    """``fame/full-pipeline`` and one deployment per stage with its ``stages`` preset."""
+    """``fame/full-pipeline`` and one deployment per stage with its ``stages`` preset (the
+    names ``flows.server.DEPLOYMENTS`` waits for)."""
     common = {"entrypoint_type": EntrypointType.MODULE_PATH, "tags": ["fame"]}
     deps = [
         fame.to_deployment(
-            name="full-pipeline",
+            name=FULL_PIPELINE,
             description="The whole DAG for a config; cached stages are skipped.",
             parameters={"config": "ml-100k"},
             **common,

@@ -21,9 +21,11 @@ from pathlib import Path
 
 from flows.state import HOST, api_url, prefect_env, server_file, state_dir
 from pipeline.provenance import process_fingerprint
+from pipeline.registry import ORDER
 from storage.process import alive as _alive
 
-DEPLOYMENTS = ["full-pipeline", "ingest", "encode", "pretrain", "train", "evaluate"]
+FULL_PIPELINE = "full-pipeline"
+DEPLOYMENTS = [FULL_PIPELINE, *ORDER]  # of the flow ``fame``: the whole DAG, then one per stage
 
 
 class ServerError(RuntimeError):

@@ -16,6 +16,7 @@ import typer
 from pipeline import display
 from pipeline.config import ConfigError, RunConfig, SynthConfig, load_config
 from pipeline.errors import PipelineError
+from pipeline.registry import ORDER, STAGES, TARGET, VIEWS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 data_app = typer.Typer(
@@ -86,11 +87,11 @@ def _print_stage_table(ctx) -> None:
             title=f"run {ctx.run_id} ({ctx.config.data.name})",
         )
     )
-    if "evaluate" in ctx.results:
+    if TARGET in ctx.results:
         from pipeline.report import alignment_table, metrics_table
 
-        display.show(metrics_table(ctx.store.root, ctx.results["evaluate"].key))
-        if (aligned := alignment_table(ctx.store.root, ctx.results["evaluate"].key)) is not None:
+        display.show(metrics_table(ctx.store.root, ctx.results[TARGET].key))
+        if (aligned := alignment_table(ctx.store.root, ctx.results[TARGET].key)) is not None:
             display.show(aligned)
     display.say(
         f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
@@ -121,7 +122,7 @@ def _stage_command(stage: str, doc: str):
         data_dir: DataDirOpt = None,
         quiet: QuietOpt = False,
     ) -> None:
-        from pipeline.runner import ORDER, needed_stages
+        from pipeline.runner import needed_stages
 
         cfg = _load(config, sets, data_dir)
         upto = ORDER.index(stage)
@@ -129,7 +130,7 @@ def _stage_command(stage: str, doc: str):
         if stage not in needed:
             needed.append(stage)
         if stage == "train":  # a training run is only useful with its test metrics in the catalog
-            needed.append("evaluate")
+            needed.append(TARGET)
         _run(config, sets, data_dir, needed, force, quiet)
 
     command.__doc__ = (
@@ -138,17 +139,17 @@ def _stage_command(stage: str, doc: str):
     return command
 
 
-for _name, _doc in {
-    "ingest": "Read raw files into items, interactions and sequences (leave-one-out split).",
-    "encode": "Encode item texts with the sentence encoder (cached per text).",
-    "pretrain": "Facet-aware supervised contrastive pre-training of item embeddings.",
-    "train": "Train FAME or SASRec with early stopping, then evaluate on the test split.",
-    "evaluate": "Full-ranking evaluation of the trained model (valid and test).",
-}.items():
-    app.command(name=_name)(_stage_command(_name, _doc))
+for _name, _stage in STAGES.items():
+    app.command(name=_name)(_stage_command(_name, _stage.SUMMARY))
 
 
-@app.command()
+@app.command(
+    help="Query the catalog (read-only). Views: "
+    + ", ".join([v.name for v in VIEWS] + ["runs", "stages"])
+    + " (+ <view>_all of "
+    + ", ".join(v.name for v in VIEWS if v.current)
+    + ")."
+)
 def sql(
     query: Annotated[str, typer.Argument(help="read-only SQL over the catalog views")],
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
@@ -157,8 +158,6 @@ def sql(
     ] = None,
     limit: Annotated[int, typer.Option(help="max rows printed in table format (0 = all)")] = 200,
 ) -> None:
-    """Query the catalog (read-only). Views: items, interactions, sequences, text_embeddings,
-    item_embeddings, runs, stages, metrics, rankings, facet_report, head_alignment (+ <view>_all)."""
     from storage import CatalogError
     from storage import query as run_query
 
@@ -166,7 +165,7 @@ def sql(
     if not root.is_dir():
         _fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
     try:
-        columns, rows = run_query(root, query)
+        columns, rows = run_query(root, query, VIEWS)
     except CatalogError as exc:
         _fail(exc)
         return

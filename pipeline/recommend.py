@@ -8,11 +8,10 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
-from fame.checkpoint import load_checkpoint
+from pipeline.artifacts import trained_model
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.runner import plan_keys
-from pipeline.stages.train import CHECKPOINT
 from storage import ArtifactStore
 
 
@@ -41,8 +40,7 @@ def recommend(cfg: RunConfig, user: str, k: int = 10, explain: bool = False) -> 
         raise PipelineError(f"unknown user {user!r} in dataset {cfg.data.name!r}")
     r = row[0]
     history = [*r["train_items"], r["valid_item"], r["test_item"]]
-    model, _ = load_checkpoint(train.file(CHECKPOINT))
-    model.eval()
+    model = trained_model(train)
     seq = torch.tensor([history[-cfg.model.max_len :]], dtype=torch.long)
     with torch.inference_mode():
         scores = model.score(seq)[0]

@@ -7,6 +7,7 @@ from pathlib import Path
 from rich.table import Table
 
 from pipeline.display import table
+from pipeline.registry import VIEWS
 from storage import query
 
 METRIC_ORDER = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
@@ -20,6 +21,7 @@ def metric_rows(root: Path, evaluate_key: str) -> list[dict]:
         FROM metrics WHERE artifact_key = '{evaluate_key}'
         ORDER BY protocol, split DESC
     """,
+        VIEWS,
     )
     return [dict(zip(cols, r, strict=True)) for r in rows]
 
@@ -70,6 +72,7 @@ def alignment_table(root: Path, evaluate_key: str) -> Table | None:
             SELECT head, facet, accuracy, majority, best FROM head_alignment
             WHERE artifact_key = '{evaluate_key}' ORDER BY head, facet
         """,
+            VIEWS,
         )
     except CatalogError:
         return None

@@ -1,8 +1,12 @@
-"""Runs stages against the artifact store: keys, skipping, forcing, records, catalog refresh.
+"""The run loop: which stages a config needs, their keys, and each stage handed to an executor.
 
 Stage keys are a pure function of the config (``plan_keys``), so any stage can run alone: its
-upstream artifacts are looked up by key in the store. ``flows/`` calls the same functions, one
-Prefect task per stage.
+upstream artifacts are looked up by key in the store. One stage execution is ``run_task``: from
+plain data only (the resolved config, the run id, the stages to recompute and the upstream
+artifact refs) it opens the store, skips or computes the stage, records it and refreshes the
+catalog, so it can run in another process. ``run_pipeline`` is the one loop over the DAG; its
+``executor`` decides how a stage runs: ``in_process`` (the default) calls ``run_task``, the
+Prefect flow in ``flows/`` passes a Prefect task that calls it.
 """
 
 from __future__ import annotations
@@ -12,68 +16,40 @@ import logging
 import secrets
 import time
 import traceback
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from types import ModuleType
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from pipeline.config import RunConfig
+from pipeline.context import RunContext, StageRef, StageResult
 from pipeline.errors import PipelineError
 from pipeline.provenance import code_version, package_versions
-from pipeline.stages import encode, evaluate, ingest, pretrain, train
-from pipeline.stages.base import StageOutput  # noqa: F401  (re-exported for stage authors)
+from pipeline.registry import ORDER, SOURCE, STAGES, TARGET, VIEWS, stage, upstream_of
 from storage import Artifact, ArtifactStore, refresh_catalog, stage_key
 from storage.atomic import crash_point
 from storage.process import owner
 
 log = logging.getLogger("fame")
 
-STAGES: dict[str, ModuleType] = {
-    "ingest": ingest,
-    "encode": encode,
-    "pretrain": pretrain,
-    "train": train,
-    "evaluate": evaluate,
-}
-ORDER = list(STAGES)
 
+class Executor(Protocol):
+    """Runs one stage execution (``run_task``'s arguments, all plain data) and returns its ref."""
 
-@dataclass
-class StageResult:
-    stage: str
-    key: str
-    skipped: bool
-    seconds: float
-    artifact: Artifact
-
-    @property
-    def rows(self) -> dict[str, int]:
-        return self.artifact.rows
-
-
-@dataclass
-class RunContext:
-    """One pipeline run: its config, store, id and what its stages produced."""
-
-    config: RunConfig
-    store: ArtifactStore
-    run_id: str
-    force: set[str] = field(default_factory=set)
-    progress: bool = True
-    results: dict[str, StageResult] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    keys: dict[str, str] = field(default_factory=dict)
-    config_name: str = ""
-
-
-def upstream_of(stage: str, cfg: RunConfig) -> list[str]:
-    return STAGES[stage].upstream(cfg)
+    def __call__(
+        self,
+        stage: str,
+        *,
+        config: dict[str, Any],
+        run_id: str,
+        force: list[str],
+        upstream: dict[str, StageRef],
+        progress: bool,
+    ) -> StageRef: ...
 
 
 def plan_keys(cfg: RunConfig) -> dict[str, str]:
     """Every stage's artifact key for this config (upstream keys folded in, in DAG order)."""
     keys: dict[str, str] = {}
-    for name in ORDER:
-        mod = STAGES[name]
+    for name, mod in STAGES.items():
         ups = {u: keys[u] for u in mod.upstream(cfg)}
         keys[name] = stage_key(name, mod.key_config(cfg), ups, mod.VERSION)
     return keys
@@ -81,8 +57,8 @@ def plan_keys(cfg: RunConfig) -> dict[str, str]:
 
 def needed_stages(cfg: RunConfig) -> list[str]:
     """The stages a full run of this config needs (encode/pretrain only if the init uses them)."""
-    need = {"evaluate"}
-    frontier = ["evaluate"]
+    need = {TARGET}
+    frontier = [TARGET]
     while frontier:
         for up in upstream_of(frontier.pop(), cfg):
             if up not in need:
@@ -104,6 +80,158 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
 
 
+def task_config(cfg: RunConfig) -> dict[str, Any]:
+    """The config as a stage task gets it: plain JSON data with the data dir and artifact root
+    resolved here, so a task in another process (other cwd or environment) finds the same files.
+    No stage key reads ``paths``, so the keys stay those of ``cfg``."""
+    data = cfg.model_dump(mode="json")
+    data["paths"] = {"data_dir": str(cfg.data_dir()), "artifacts": str(cfg.artifacts_dir())}
+    return data
+
+
+# -- one stage execution, from plain data ----------------------------------------------------
+def run_task(
+    stage_name: str,
+    *,
+    config: Mapping[str, Any],
+    run_id: str,
+    force: Iterable[str] = (),
+    upstream: Mapping[str, StageRef] | None = None,
+    progress: bool = False,
+) -> StageRef:
+    """Run (or skip) one stage of run ``run_id`` and return its artifact ref.
+
+    ``config``: the resolved config as plain data (``task_config``); ``force``: the stages this
+    run recomputes even if cached (already closed downstream); ``upstream``: refs
+    ``{stage, key}`` of the stage's upstream artifacts (a missing one is taken from the plan).
+    Inputs are read from the store by key: nothing here depends on the process that asks.
+    """
+    cfg = RunConfig.model_validate(dict(config))
+    mod = stage(stage_name)
+    ctx = RunContext(
+        cfg, ArtifactStore(cfg.artifacts_dir()), run_id, set(force), progress, keys=plan_keys(cfg)
+    )
+    refs = {
+        u: dict((upstream or {}).get(u) or {"stage": u, "key": ctx.keys[u]})
+        for u in mod.upstream(cfg)
+    }
+    for u, ref in refs.items():
+        if ref.get("key") != ctx.keys[u]:
+            raise PipelineError(
+                f"stage {stage_name!r}: upstream {u!r} ref has key {ref.get('key')}, but this "
+                f"config's {u} key is {ctx.keys[u]}"
+            )
+    res = _execute(ctx, stage_name, refs)
+    return {
+        "stage": res.stage,
+        "key": res.key,
+        "skipped": res.skipped,
+        "seconds": res.seconds,
+        "path": str(res.artifact.path),
+        "rows": dict(res.rows),
+    }
+
+
+def in_process(stage_name: str, **task: Any) -> StageRef:
+    """The plain executor: ``run_task`` in this process, one log line per stage."""
+    ref = run_task(stage_name, **task)
+    log.info(
+        "%-9s %s in %.2fs (key %s)",
+        stage_name,
+        "skipped" if ref["skipped"] else "computed",
+        ref["seconds"],
+        ref["key"],
+    )
+    return ref
+
+
+def _execute(ctx: RunContext, name: str, refs: Mapping[str, StageRef]) -> StageResult:
+    """Skip the stage when its artifact exists and it is not forced, else compute and publish
+    it; record the execution either way and refresh the catalog."""
+    mod, key = STAGES[name], ctx.keys[name]
+    start = time.perf_counter()
+    began = time.time()
+    existing = ctx.store.get(name, key)
+    try:
+        if existing is not None and name not in ctx.force:
+            result = StageResult(name, key, True, time.perf_counter() - start, existing)
+        else:
+            inputs = {u: _upstream_artifact(ctx, u, ref["key"]) for u, ref in refs.items()}
+            out = mod.compute(ctx, inputs)
+            if undeclared := set(out.tables) - set(mod.TABLES):
+                raise PipelineError(f"stage {name!r} wrote undeclared tables {sorted(undeclared)}")
+            meta = {
+                "dataset": ctx.config.data.name,
+                "config": mod.key_config(ctx.config),
+                "upstream": {u: a.key for u, a in inputs.items()},
+                "version": mod.VERSION,
+                "run_id": ctx.run_id,
+                "compute_seconds": round(time.perf_counter() - start, 3),
+                **out.meta,
+            }
+            art = ctx.store.write(name, key, tables=out.tables, files=out.files, meta=meta)
+            if out.after_publish is not None:
+                out.after_publish()
+            result = StageResult(name, key, False, time.perf_counter() - start, art)
+    except Exception as exc:
+        _record_stage(
+            ctx,
+            name,
+            key,
+            "failed",
+            time.perf_counter() - start,
+            began,
+            {},
+            f"{type(exc).__name__}: {exc}",
+        )
+        log.debug("stage %s failed:\n%s", name, traceback.format_exc())
+        raise
+    _record_stage(
+        ctx,
+        name,
+        key,
+        "skipped" if result.skipped else "computed",
+        result.seconds,
+        began,
+        result.rows,
+    )
+    crash_point(f"{name}:record:stage")
+    refresh_catalog(ctx.store.root, VIEWS)
+    return result
+
+
+def _upstream_artifact(ctx: RunContext, name: str, key: str) -> Artifact:
+    art = ctx.store.get(name, key)
+    if art is None:
+        raise PipelineError(
+            f"stage {name!r} has no artifact for this config (key {key}); "
+            f"run it first, e.g. `fame run <config> --stages {name}`"
+        )
+    return art
+
+
+def _record_stage(
+    ctx, stage_name, key, status, seconds, began, rows: dict[str, int], error=None
+) -> None:
+    ctx.store.record(
+        "stages",
+        f"{ctx.run_id}__{stage_name}",
+        {
+            "run_id": ctx.run_id,
+            "stage": stage_name,
+            "key": key,
+            "status": status,
+            "seconds": round(seconds, 4),
+            "rows": int(sum(rows.values())),
+            "row_counts": str(rows),
+            "error": error,
+            "started_at": began,
+            "ended_at": time.time(),
+        },
+    )
+
+
+# -- the run ---------------------------------------------------------------------------------
 def start_run(
     cfg: RunConfig,
     *,
@@ -132,7 +260,7 @@ def start_run(
 
 def finish_run(ctx: RunContext, status: str, error: str | None = None) -> None:
     _record_run(ctx, status, error=error)
-    refresh_catalog(ctx.store.root)
+    refresh_catalog(ctx.store.root, VIEWS)
 
 
 def _record_run(ctx: RunContext, status: str, error: str | None = None) -> None:
@@ -160,110 +288,23 @@ def _record_run(ctx: RunContext, status: str, error: str | None = None) -> None:
     )
 
 
-def resolve(ctx: RunContext, stage: str) -> Artifact:
-    """The artifact of ``stage`` for this config: from this run, else from the store."""
-    if stage in ctx.results:
-        return ctx.results[stage].artifact
-    art = ctx.store.get(stage, ctx.keys[stage])
-    if art is None:
-        raise PipelineError(
-            f"stage {stage!r} has no artifact for this config (key {ctx.keys[stage]}); "
-            f"run it first, e.g. `fame run <config> --stages {stage}`"
-        )
-    return art
-
-
 def precheck(ctx: RunContext, stages: Iterable[str]) -> None:
     """Cheap config checks of the given stages, before any heavy work starts.
 
     Stages may define ``precheck(cfg, items)``; ``items`` is the ingested items table when an
     ingest artifact for this config exists, else None (config-only checks).
     """
-    ingest_art = (
-        ctx.results["ingest"].artifact
-        if "ingest" in ctx.results
-        else ctx.store.get("ingest", ctx.keys["ingest"])
-    )
     checks = [c for name in stages if (c := getattr(STAGES[name], "precheck", None))]
-    items = ingest_art.table("items") if ingest_art and checks else None
+    if not checks:
+        return
+    source = (
+        ctx.results[SOURCE].artifact
+        if SOURCE in ctx.results
+        else ctx.store.get(SOURCE, ctx.keys[SOURCE])
+    )
+    items = source.table("items") if source else None
     for check in checks:
         check(ctx.config, items)
-
-
-def run_stage(ctx: RunContext, stage: str) -> StageResult:
-    """Run one stage (or skip it when its artifact exists and it is not forced)."""
-    if stage not in STAGES:
-        raise PipelineError(f"unknown stage {stage!r}; stages are {ORDER}")
-    mod, key = STAGES[stage], ctx.keys[stage]
-    start = time.perf_counter()
-    began = time.time()
-    existing = ctx.store.get(stage, key)
-    try:
-        if existing is not None and stage not in ctx.force:
-            result = StageResult(stage, key, True, time.perf_counter() - start, existing)
-        else:
-            inputs = {u: resolve(ctx, u) for u in mod.upstream(ctx.config)}
-            out = mod.compute(ctx, inputs)
-            meta = {
-                "dataset": ctx.config.data.name,
-                "config": mod.key_config(ctx.config),
-                "upstream": {u: a.key for u, a in inputs.items()},
-                "version": mod.VERSION,
-                "run_id": ctx.run_id,
-                "compute_seconds": round(time.perf_counter() - start, 3),
-                **out.meta,
-            }
-            art = ctx.store.write(stage, key, tables=out.tables, files=out.files, meta=meta)
-            if out.after_publish is not None:
-                out.after_publish()
-            result = StageResult(stage, key, False, time.perf_counter() - start, art)
-    except Exception as exc:
-        _record_stage(
-            ctx,
-            stage,
-            key,
-            "failed",
-            time.perf_counter() - start,
-            began,
-            {},
-            f"{type(exc).__name__}: {exc}",
-        )
-        log.debug("stage %s failed:\n%s", stage, traceback.format_exc())
-        raise
-    ctx.results[stage] = result
-    _record_stage(
-        ctx,
-        stage,
-        key,
-        "skipped" if result.skipped else "computed",
-        result.seconds,
-        began,
-        result.rows,
-    )
-    crash_point(f"{stage}:record:stage")
-    refresh_catalog(ctx.store.root)
-    return result
-
-
-def _record_stage(
-    ctx, stage, key, status, seconds, began, rows: dict[str, int], error=None
-) -> None:
-    ctx.store.record(
-        "stages",
-        f"{ctx.run_id}__{stage}",
-        {
-            "run_id": ctx.run_id,
-            "stage": stage,
-            "key": key,
-            "status": status,
-            "seconds": round(seconds, 4),
-            "rows": int(sum(rows.values())),
-            "row_counts": str(rows),
-            "error": error,
-            "started_at": began,
-            "ended_at": time.time(),
-        },
-    )
 
 
 def run_pipeline(
@@ -274,28 +315,50 @@ def run_pipeline(
     progress: bool = True,
     config_name: str = "",
     run_id: str | None = None,
+    executor: Executor = in_process,
 ) -> RunContext:
-    """Run the requested stages (default: all the config needs) in DAG order, in-process."""
+    """Run the requested stages (default: all the config needs) in DAG order, each through
+    ``executor`` (default: in this process). Returns the run with its stages' results."""
     wanted = list(stages) if stages else needed_stages(cfg)
     if unknown := set(wanted) - set(ORDER):
         raise PipelineError(f"unknown stage(s): {sorted(unknown)}; stages are {ORDER}")
     ctx = start_run(cfg, force=force, progress=progress, config_name=config_name, run_id=run_id)
+    config = task_config(cfg)
+    refs: dict[str, StageRef] = {}
     try:
         precheck(ctx, wanted)
         for name in ORDER:
-            if name in wanted:
-                res = run_stage(ctx, name)
-                if name == "ingest":
-                    precheck(ctx, wanted)
-                log.info(
-                    "%-9s %s in %.2fs (key %s)",
-                    name,
-                    "skipped" if res.skipped else "computed",
-                    res.seconds,
-                    res.key,
-                )
+            if name not in wanted:
+                continue
+            # refs of upstream stages run here are the executor's own return values (Prefect
+            # draws its task graph from them); the others come from the plan
+            ups = {
+                u: refs.get(u) or {"stage": u, "key": ctx.keys[u]} for u in upstream_of(name, cfg)
+            }
+            began = time.perf_counter()
+            refs[name] = executor(
+                name,
+                config=config,
+                run_id=ctx.run_id,
+                force=sorted(ctx.force),
+                upstream=ups,
+                progress=ctx.progress,
+            )
+            ctx.results[name] = _result(ctx, refs[name], time.perf_counter() - began)
+            if name == SOURCE:  # prechecks that need the items table
+                precheck(ctx, wanted)
     except BaseException as exc:
         finish_run(ctx, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finish_run(ctx, "completed")
     return ctx
+
+
+def _result(ctx: RunContext, ref: StageRef, wall_seconds: float) -> StageResult:
+    art = ctx.store.get(ref["stage"], ref["key"])
+    if art is None:
+        raise PipelineError(
+            f"stage {ref['stage']!r} reported artifact {ref['key']}, but the store at "
+            f"{ctx.store.root} does not hold it (does the executor write to another store?)"
+        )
+    return StageResult(ref["stage"], ref["key"], ref["skipped"], ref["seconds"], art, wall_seconds)

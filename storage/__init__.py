@@ -16,6 +16,7 @@ _HOME = {
     "CatalogError": "storage.catalog",
     "query": "storage.catalog",
     "refresh_catalog": "storage.catalog",
+    "View": "storage.catalog",
 }
 __all__ = sorted(_HOME)
 

@@ -1,10 +1,11 @@
 """The DuckDB catalog: SQL views over the store's Parquet artifacts and records.
 
 ``catalog.duckdb`` holds views only (no data), so it is cheap to rebuild after every stage and
-always agrees with the files. Data views (``items``, ``interactions``, ``sequences``,
-``text_embeddings``, ``item_embeddings``) show the artifact the latest run used; ``<view>_all``
-shows every stored version with its ``artifact_key``. Result views (``metrics``, ``rankings``,
-``facet_report``, ``head_alignment``) and records (``runs``, ``stages``) span all runs.
+always agrees with the files. Which views exist is the caller's data (a list of ``View``; the
+pipeline's stage registry declares them), so nothing here names a stage. A *current* view shows
+the artifact the latest run used, and ``<view>_all`` every stored version with its
+``artifact_key``; any other view spans every stored artifact, as do the records (``runs``,
+``stages``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,21 +26,21 @@ CATALOG = "catalog.duckdb"
 
 KEY_GLOB = "[0-9a-f]*"  # artifact folders only: never a dot-folder another version left behind
 
-# view name -> (stage, parquet file name)
-DATA_VIEWS: dict[str, tuple[str, str]] = {
-    "items": ("ingest", "items"),
-    "interactions": ("ingest", "interactions"),
-    "sequences": ("ingest", "sequences"),
-    "text_embeddings": ("encode", "text_embeddings"),
-    "item_embeddings": ("pretrain", "item_embeddings"),
-}
-RESULT_VIEWS: dict[str, tuple[str, str]] = {
-    "metrics": ("evaluate", "metrics"),
-    "rankings": ("evaluate", "rankings"),
-    "facet_report": ("pretrain", "facet_report"),
-    "head_alignment": ("evaluate", "head_alignment"),
-}
 RECORD_VIEWS = ("runs", "stages")
+
+
+@dataclass(frozen=True)
+class View:
+    """A catalog view over one Parquet table of a stage's artifacts (``<stage>/<key>/<table>``).
+
+    ``current``: the artifact the latest stage execution used (or the newest), plus
+    ``<name>_all`` over every version; otherwise one view over every stored version.
+    """
+
+    name: str
+    stage: str
+    table: str
+    current: bool
 
 
 class CatalogError(RuntimeError):
@@ -48,8 +51,9 @@ def _sql_str(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _current_keys(store: ArtifactStore) -> dict[str, str]:
-    """Stage -> key of the artifact the most recent stage execution used (or the newest)."""
+def _current_keys(store: ArtifactStore, stages: Iterable[str]) -> dict[str, str]:
+    """Stage -> key of the artifact the most recent stage execution used (or the newest of
+    ``stages`` that no execution record names)."""
     current: dict[str, tuple[float, str]] = {}
     for rec in store.records("stages"):
         if rec.get("status") in ("computed", "skipped") and store.get(rec["stage"], rec["key"]):
@@ -57,7 +61,7 @@ def _current_keys(store: ArtifactStore) -> dict[str, str]:
             if rec["stage"] not in current or when >= current[rec["stage"]][0]:
                 current[rec["stage"]] = (when, rec["key"])
     keys = {stage: key for stage, (_, key) in current.items()}
-    for stage, _ in DATA_VIEWS.values():
+    for stage in stages:
         if stage not in keys and (arts := store.artifacts(stage)):
             keys[stage] = arts[-1].key
     return keys
@@ -71,21 +75,21 @@ def _glob_view(name: str, pattern: Path) -> str:
     )
 
 
-def view_statements(store: ArtifactStore) -> list[str]:
-    """The CREATE VIEW statements for everything currently in the store."""
+def view_statements(store: ArtifactStore, views: Sequence[View]) -> list[str]:
+    """The CREATE VIEW statements for ``views`` (those with a table in the store) and records."""
     stmts: list[str] = []
-    current = _current_keys(store)
-    for view, (stage, table) in DATA_VIEWS.items():
-        if stage in current and (store.path(stage, current[stage]) / f"{table}.parquet").is_file():
-            path = store.path(stage, current[stage]) / f"{table}.parquet"
-            stmts.append(f"CREATE VIEW {view} AS SELECT * FROM read_parquet({_sql_str(path)})")
-        pattern = store.root / stage / KEY_GLOB / f"{table}.parquet"
-        if any((store.root / stage).glob(f"{KEY_GLOB}/{table}.parquet")):
-            stmts.append(_glob_view(f"{view}_all", pattern))
-    for view, (stage, table) in RESULT_VIEWS.items():
-        pattern = store.root / stage / KEY_GLOB / f"{table}.parquet"
-        if any((store.root / stage).glob(f"{KEY_GLOB}/{table}.parquet")):
-            stmts.append(_glob_view(view, pattern))
+    current = _current_keys(store, dict.fromkeys(v.stage for v in views if v.current))
+    for view in views:
+        stage, file = view.stage, f"{view.table}.parquet"
+        if view.current and stage in current:
+            path = store.path(stage, current[stage]) / file
+            if path.is_file():
+                stmts.append(
+                    f"CREATE VIEW {view.name} AS SELECT * FROM read_parquet({_sql_str(path)})"
+                )
+        if any((store.root / stage).glob(f"{KEY_GLOB}/{file}")):
+            name = f"{view.name}_all" if view.current else view.name
+            stmts.append(_glob_view(name, store.root / stage / KEY_GLOB / file))
     for view in RECORD_VIEWS:
         base = store.root / RECORDS / view
         if any(base.glob("*.parquet")):
@@ -96,8 +100,9 @@ def view_statements(store: ArtifactStore) -> list[str]:
     return stmts
 
 
-def refresh_catalog(root: str | Path) -> Path:
-    """Rebuild ``catalog.duckdb`` (views only) atomically: build a temp file, then rename."""
+def refresh_catalog(root: str | Path, views: Sequence[View]) -> Path:
+    """Rebuild ``catalog.duckdb`` (``views`` and the records) atomically: build a temp file,
+    then rename."""
     store = ArtifactStore(root)
     final = store.root / CATALOG
     fd, tmp = tempfile.mkstemp(prefix=".tmp-catalog-", suffix=".duckdb", dir=store.root)
@@ -106,7 +111,7 @@ def refresh_catalog(root: str | Path) -> Path:
     try:
         con = duckdb.connect(tmp)
         try:
-            for stmt in view_statements(store):
+            for stmt in view_statements(store, views):
                 con.execute(stmt)
         finally:
             con.close()
@@ -235,8 +240,10 @@ def _read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     return ("EXPLAIN ANALYZE " if analyze else "EXPLAIN ") + inner[0].query
 
 
-def query(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
-    """Run one read-only query against the catalog.
+def query(
+    root: str | Path, sql: str, views: Sequence[View] = ()
+) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Run one read-only query against the catalog (built from ``views`` if there is none yet).
 
     The connection is read-only and sandboxed: only files under the artifact root can be read
     (``enable_external_access=false`` + ``allowed_directories``), no extension is installed or
@@ -246,7 +253,7 @@ def query(root: str | Path, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]
     root = Path(root).resolve()
     path = root / CATALOG
     if not path.is_file():
-        refresh_catalog(root)
+        refresh_catalog(root, views)
     con = _connect(path, root)
     try:
         checked = _read_only_sql(con, sql)

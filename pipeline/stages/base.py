@@ -1,4 +1,4 @@
-"""What a stage hands back to the runner."""
+"""What a stage declares and hands back to the runner."""
 
 from __future__ import annotations
 
@@ -8,6 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
+# How the catalog shows a stage's output table (``TABLES`` of a stage module: table -> scope)
+DATA = "data"  # a view of the artifact the latest run used, and ``<table>_all`` of every version
+RESULT = "result"  # one view over every stored artifact (its rows name their run)
+UNLISTED = None  # no view (e.g. train's epoch history, read through the manifest)
 
 
 @dataclass

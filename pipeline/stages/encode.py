@@ -17,16 +17,18 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import StageOutput
+from pipeline.stages.base import DATA, StageOutput
 from storage.atomic import atomic_write_parquet
 from storage.vectors import from_column, to_column
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunContext
+    from pipeline.context import RunContext
     from storage import Artifact
 
 NAME = "encode"
 VERSION = "1"
+SUMMARY = "Encode item texts with the sentence encoder (cached per text)."
+TABLES = {"text_embeddings": DATA}
 log = logging.getLogger("fame")
 
 
@@ -142,9 +144,3 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "cache_hits": len(set(hashes)) - len(todo),
         },
     )
-
-
-def vectors_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, (n, D) float32 vectors) of an encode artifact."""
-    table = art.table("text_embeddings")
-    return table["item_id"].to_numpy(), from_column(table["vector"])

@@ -15,19 +15,18 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
-from fame.checkpoint import load_checkpoint
-from fame.evaluate import evaluate as evaluate_model
-from fame.trainer import resolve_device
+from pipeline.artifacts import facet_labels, split_data, trained_model
 from pipeline.config import RunConfig
-from pipeline.stages.base import StageOutput
-from pipeline.stages.train import CHECKPOINT, split_data
+from pipeline.stages.base import RESULT, StageOutput
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunContext
+    from pipeline.context import RunContext
     from storage import Artifact
 
 NAME = "evaluate"
 VERSION = "1"
+SUMMARY = "Full-ranking evaluation of the trained model (valid and test)."
+TABLES = {"metrics": RESULT, "rankings": RESULT, "head_alignment": RESULT}  # alignment: FAME
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -45,12 +44,15 @@ def split_metric(name: str) -> tuple[str, int | None]:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    # imported here: torch costs seconds at start-up that the registry's users never need
+    from fame.evaluate import evaluate as evaluate_model
+    from fame.trainer import resolve_device
+
     cfg = ctx.config
     ingest, train = inputs["ingest"], inputs["train"]
-    model, _extra = load_checkpoint(train.file(CHECKPOINT))
     device = resolve_device(cfg.train.device)
-    model.to(device)
-    data = split_data(ingest.table("sequences"), ingest.rows["items"])
+    model = trained_model(train, device)
+    data = split_data(ingest)
     metric_rows, ranking_cols = (
         [],
         {k: [] for k in ("split", "protocol", "user_id", "target_item", "rank", "topk")},
@@ -109,7 +111,6 @@ def head_alignment_rows(ctx: RunContext, model, items: pa.Table) -> list[dict]:
     sub-embeddings predict the facet's labels (kNN), so a head can be named by its facet."""
     import torch
 
-    from pipeline.stages.pretrain import facet_labels
     from pretrain.train import head_alignment
 
     cfg = ctx.config

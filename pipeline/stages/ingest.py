@@ -17,15 +17,17 @@ from pipeline.readers import (
     read_s3rec,
 )
 from pipeline.sequences import prepare
-from pipeline.stages.base import StageOutput, drop_at_default
+from pipeline.stages.base import DATA, StageOutput, drop_at_default
 from storage.atomic import atomic_dir
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunContext
+    from pipeline.context import RunContext
     from storage import Artifact
 
 NAME = "ingest"
 VERSION = "1"
+SUMMARY = "Read raw files into items, interactions and sequences (leave-one-out split)."
+TABLES = {"items": DATA, "interactions": DATA, "sequences": DATA}
 
 
 def upstream(cfg: RunConfig) -> list[str]:

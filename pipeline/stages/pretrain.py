@@ -13,19 +13,21 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from pipeline.artifacts import facet_labels, text_vectors
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import StageOutput, drop_at_default
-from pipeline.stages.encode import vectors_of
+from pipeline.stages.base import DATA, RESULT, StageOutput, drop_at_default
 from pretrain.config import PretrainConfig
-from storage.vectors import from_column, to_column
+from storage.vectors import to_column
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunContext
+    from pipeline.context import RunContext
     from storage import Artifact
 
 NAME = "pretrain"
 VERSION = "2"  # 2: per-facet projector parameters (no cross-facet Adam state)
+SUMMARY = "Facet-aware supervised contrastive pre-training of item embeddings."
+TABLES = {"item_embeddings": DATA, "facet_report": RESULT}
 log = logging.getLogger("fame")
 
 
@@ -63,22 +65,13 @@ def precheck(cfg: RunConfig, items: pa.Table | None) -> None:
         facet_labels(cfg, items)
 
 
-def facet_labels(cfg: RunConfig, items: pa.Table) -> np.ndarray:
-    """(H, n_items) label codes of the config's facets (FacetError names a bad facet)."""
-    from pretrain.facets import derive_labels, validate_facets
-
-    validate_facets(items.column_names, cfg.facets)
-    fields = sorted({f.field for f in cfg.facets})
-    return derive_labels({c: items[c].to_pylist() for c in fields}, cfg.facets)
-
-
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     from pretrain.train import initial_embeddings, knn_report, pretrain_facets
 
     cfg = ctx.config
     items = inputs["ingest"].table("items")
     precheck(cfg, None)
-    ids, text = vectors_of(inputs["encode"])
+    ids, text = text_vectors(inputs["encode"])
     item_ids = items["item_id"].to_numpy()
     labels_all = facet_labels(cfg, items)  # (H, n_items)
     rows = np.searchsorted(item_ids, ids)  # item ids are sorted 1..n
@@ -111,9 +104,3 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "final_losses": result.losses[-len(names) :] if result.losses else [],
         },
     )
-
-
-def embeddings_of(art: Artifact) -> tuple[np.ndarray, np.ndarray]:
-    """(item ids, (n, d) initial vectors) of a pretrain artifact."""
-    table = art.table("item_embeddings")
-    return table["item_id"].to_numpy(), from_column(table["vector"])

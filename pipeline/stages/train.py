@@ -13,28 +13,24 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
-import torch
 
-from fame.checkpoint import save_checkpoint
-from fame.config import FAME_ONLY_FIELDS, ModelConfig
-from fame.data import SplitData
-from fame.model import SeqRecModel
-from fame.trainer import SPEED_FIELDS, discard_resume_state, fit
+from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig
+from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data, text_vectors
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import StageOutput, drop_at_default
-from pipeline.stages.encode import vectors_of
-from pipeline.stages.pretrain import embeddings_of
+from pipeline.stages.base import UNLISTED, StageOutput, drop_at_default
 
 if TYPE_CHECKING:
-    from pipeline.runner import RunContext
+    import torch
+
+    from pipeline.context import RunContext
     from storage import Artifact
 
 NAME = "train"
 VERSION = "1"
-CHECKPOINT = "checkpoint"
+SUMMARY = "Train FAME or SASRec with early stopping, then evaluate on the test split."
+TABLES = {"history": UNLISTED}  # the checkpoint is a folder beside it (``artifacts.CHECKPOINT``)
 log = logging.getLogger("fame")
 NOT_IN_KEY = SPEED_FIELDS  # TrainConfig fields that change speed or reporting, not the weights
 # ModelConfig fields added after artifacts were first written: at their default they are left
@@ -66,32 +62,21 @@ def key_config(cfg: RunConfig) -> dict:
     return key
 
 
-def split_data(sequences: pa.Table, num_items: int) -> SplitData:
-    """The ``sequences`` table as the trainer's CSR arrays (no per-user Python loop)."""
-    train = sequences["train_items"].combine_chunks()
-    return SplitData(
-        user_ids=sequences["user_id"].to_numpy().astype(np.int64),
-        offsets=train.offsets.to_numpy().astype(np.int64) - int(train.offsets[0].as_py()),
-        items=pc.list_flatten(train).to_numpy().astype(np.int64),
-        valid=sequences["valid_item"].to_numpy().astype(np.int64),
-        test=sequences["test_item"].to_numpy().astype(np.int64),
-        num_items=num_items,
-    )
-
-
 def initial_table(
     cfg: RunConfig, inputs: dict[str, Artifact], num_items: int
 ) -> torch.Tensor | None:
     """The (num_items+1, d) initial E for init=text|facet_pretrain; items without text stay random."""
+    import torch
+
     method = cfg.init.method
     if method == "random":
         return None
     if method == "facet_pretrain":
-        ids, vec = embeddings_of(inputs["pretrain"])
+        ids, vec = initial_vectors(inputs["pretrain"])
     else:
         from pretrain.train import plain_projection
 
-        ids, text = vectors_of(inputs["encode"])
+        ids, text = text_vectors(inputs["encode"])
         vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
     if vec.shape[1] != cfg.model.d:
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
@@ -112,10 +97,17 @@ def work_dir(ctx: RunContext) -> Path:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    # imported here: torch costs seconds at start-up that the registry's users never need
+    import torch
+
+    from fame.checkpoint import save_checkpoint
+    from fame.model import SeqRecModel
+    from fame.trainer import discard_resume_state, fit
+
     cfg = ctx.config
     ingest = inputs["ingest"]
     num_items = ingest.rows["items"]
-    data = split_data(ingest.table("sequences"), num_items)
+    data = split_data(ingest)
     torch.manual_seed(cfg.train.seed)
     model = SeqRecModel(cfg.model, num_items)
     if (init := initial_table(cfg, inputs, num_items)) is not None:

@@ -6,21 +6,17 @@ import pytest
 from support import SMALL, popularity_ndcg10
 
 from fame.metrics import metrics_from_ranks
+from pipeline.artifacts import facet_labels, split_data, trained_model
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
 from pipeline.recommend import recommend
 from pipeline.runner import run_pipeline
-from pipeline.stages.train import split_data
 from pretrain.facets import FacetError
 from storage import query
 
 
 def _check_alignment(ctx, rows) -> None:
-    from fame.checkpoint import load_checkpoint
-    from pipeline.stages.pretrain import facet_labels
-    from pipeline.stages.train import CHECKPOINT
-
-    model, _ = load_checkpoint(ctx.results["train"].artifact.file(CHECKPOINT))
+    model = trained_model(ctx.results["train"].artifact)
     items = ctx.results["ingest"].artifact.table("items")
     labels = facet_labels(ctx.config, items)
     sub = model.item_sub_embeddings().detach().numpy()[:, items["item_id"].to_numpy()]
@@ -210,9 +206,7 @@ def test_training_on_real_data_beats_popularity(make_config, artifacts):
     ctx = run_pipeline(cfg, progress=False)
     history = ctx.results["train"].artifact.table("history").to_pylist()
     assert history[-1]["loss"] < history[0]["loss"]
-    data = split_data(
-        ctx.results["ingest"].artifact.table("sequences"), ctx.results["ingest"].rows["items"]
-    )
+    data = split_data(ctx.results["ingest"].artifact)
     pop = popularity_ndcg10(data)
     best = max(h["valid_ndcg@10"] for h in history)
     assert best > pop * 1.2, (best, pop)

@@ -8,14 +8,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fame.checkpoint import load_checkpoint
+from pipeline.artifacts import facet_labels, initial_vectors, text_vectors, trained_model
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import IngestError
 from pipeline.readers import read_s3rec, split_attributes
 from pipeline.runner import plan_keys, run_pipeline
 from pipeline.stages.encode import item_texts
-from pipeline.stages.pretrain import facet_labels
-from pipeline.stages.train import CHECKPOINT
 
 # a hand-written attribute file: brand ids 10, 11, 12 only ever come first; 4 comes first in
 # item 6 but later in items 3 and 4, so it is a category, not a brand
@@ -215,8 +213,6 @@ def test_item_text_key_only_when_set(tmp_path):
 def test_train_starts_from_the_text_vectors(tmp_path, method):
     """With E frozen, the trained checkpoint's item table is exactly the initial table built
     from the encoder's vectors: fails if train ignored them (or random init leaked in)."""
-    from pipeline.stages.encode import vectors_of
-    from pipeline.stages.pretrain import embeddings_of
     from pretrain.train import plain_projection
 
     _dataset(tmp_path)
@@ -225,10 +221,10 @@ def test_train_starts_from_the_text_vectors(tmp_path, method):
     cfg = ctx.config
     E = _trained_table(ctx)
     if method == "text":
-        ids, text = vectors_of(ctx.results["encode"].artifact)
+        ids, text = text_vectors(ctx.results["encode"].artifact)
         want = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
     else:
-        ids, want = embeddings_of(ctx.results["pretrain"].artifact)
+        ids, want = initial_vectors(ctx.results["pretrain"].artifact)
     assert len(ids) == 7  # item 3 has no title, but its brand/category text is encoded
     np.testing.assert_allclose(E[ids], want, rtol=0, atol=1e-6)
     assert E[ids].std() == pytest.approx(cfg.model.init_std, rel=0.05)
@@ -238,7 +234,7 @@ def test_train_starts_from_the_text_vectors(tmp_path, method):
 
 
 def _trained_table(ctx) -> np.ndarray:
-    model, _ = load_checkpoint(ctx.results["train"].artifact.path / CHECKPOINT)
+    model = trained_model(ctx.results["train"].artifact)
     return model.item_emb.weight.detach().numpy()
 
 

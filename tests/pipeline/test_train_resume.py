@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from support import SMALL
 
+from fame import trainer
 from fame.trainer import LAST, InjectedFailure, fit
 from pipeline.config import load_config
 from pipeline.runner import run_pipeline
@@ -37,7 +38,7 @@ def _killed_train(cfg, monkeypatch, force=()) -> Path:
         return fit(model, data, train_cfg, work_dir, **kw, fail_at_epoch=1)
 
     with monkeypatch.context() as m:
-        m.setattr(train, "fit", killed)
+        m.setattr(trainer, "fit", killed)  # the train stage imports it when it runs
         with pytest.raises(InjectedFailure):
             run_pipeline(cfg, STAGES, force=force, progress=False)
     return folders[0]

@@ -15,9 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from storage import ArtifactStore, CatalogError, query, refresh_catalog
+from storage import ArtifactStore, CatalogError, View, query, refresh_catalog
 
 OLD, CUR, EVAL = "0" * 16, "1" * 16, "a" * 16
+VIEWS = [
+    View("items", "ingest", "items", current=True),
+    View("interactions", "ingest", "interactions", current=True),
+    View("metrics", "evaluate", "metrics", current=False),
+]
 
 
 def _lit(path: Path | str) -> str:
@@ -63,7 +68,7 @@ def store(tmp_path):
         "r1__ingest",
         {"run_id": "r1", "stage": "ingest", "key": CUR, "status": "computed", "ended_at": 1.0},
     )
-    refresh_catalog(root)
+    refresh_catalog(root, VIEWS)
     # Parquet files outside the root: elsewhere, and in a sibling whose name extends the root's
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -3,8 +3,10 @@ import json
 import pyarrow as pa
 import pytest
 
-from storage import ArtifactStore, CatalogError, query, refresh_catalog, stage_key
+from storage import ArtifactStore, CatalogError, View, query, refresh_catalog, stage_key
 from storage.atomic import atomic_dir
+
+VIEWS = [View("items", "ingest", "items", current=True)]
 
 
 def test_stage_key_is_deterministic_and_sensitive():
@@ -65,8 +67,24 @@ def _store_with_runs(tmp_path):
         "r2__ingest",
         {"run_id": "r2", "stage": "ingest", "key": "0" * 16, "status": "skipped", "ended_at": 2.0},
     )
-    refresh_catalog(tmp_path)
+    refresh_catalog(tmp_path, VIEWS)
     return store
+
+
+def test_catalog_builds_the_views_it_is_given(tmp_path):
+    """Which views exist is the caller's data: any stage folder and table names work, and a
+    table no view names stays out of the catalog."""
+    store = ArtifactStore(tmp_path)
+    store.write("alpha", "a" * 16, tables={"things": pa.table({"x": [1, 2]})})
+    store.write("beta", "b" * 16, tables={"scores": pa.table({"s": [0.5]})})
+    store.write("beta", "c" * 16, tables={"scores": pa.table({"s": [0.25, 0.75]})})
+    store.write("gamma", "d" * 16, tables={"hidden": pa.table({"h": [1]})})
+    views = [View("things", "alpha", "things", current=True), View("s", "beta", "scores", False)]
+    refresh_catalog(tmp_path, views)
+    _, rows = query(tmp_path, "select view_name from duckdb_views() where not internal order by 1")
+    assert rows == [("s",), ("things",), ("things_all",)]
+    assert query(tmp_path, "select count(*) from s")[1] == [(3,)]  # every stored version
+    assert query(tmp_path, "select count(*) from things")[1] == [(2,)]
 
 
 def test_catalog_views_follow_latest_run(tmp_path):
