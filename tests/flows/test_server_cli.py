@@ -70,3 +70,13 @@ def test_prefect_env_points_at_the_state_dir(state):
     assert env["PREFECT_HOME"] == str(state / "prefect")
     assert env["PREFECT_SERVER_DATABASE_CONNECTION_URL"].endswith(str(state / "prefect/prefect.db"))
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
+
+
+def test_deployments_are_the_full_pipeline_and_one_per_registry_stage():
+    from flows.flow import deployments
+    from pipeline.registry import ORDER
+
+    assert ["full-pipeline", *ORDER] == srv.DEPLOYMENTS
+    deps = deployments()
+    assert [d.name for d in deps] == srv.DEPLOYMENTS
+    assert [d.parameters.get("stages") for d in deps] == [None, *([s] for s in ORDER)]
