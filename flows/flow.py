@@ -32,7 +32,7 @@ from pipeline.context import RunContext, StageRef
 from pipeline.errors import PipelineError
 from pipeline.registry import ORDER, TARGET
 from pipeline.report import metrics_markdown
-from pipeline.runner import needed_stages, new_run_id, run_pipeline, run_task
+from pipeline.runner import new_run_id, run_pipeline, run_task, select_stages, summary
 
 # errors that a retry cannot fix (ConfigError is a ValueError)
 DETERMINISTIC = (PipelineError, ConfigError, ValueError, TypeError, KeyError, FileNotFoundError)
@@ -62,13 +62,7 @@ def stage_task(
     ref = run_task(
         stage, config=config, run_id=run_id, force=force, upstream=upstream, progress=progress
     )
-    get_run_logger().info(
-        "%s %s in %.2fs (key %s)",
-        stage,
-        "skipped" if ref["skipped"] else "computed",
-        ref["seconds"],
-        ref["key"],
-    )
+    get_run_logger().info(summary(ref))
     return ref
 
 
@@ -127,7 +121,7 @@ def fame(
     depends on them) even if cached."""
     logger = get_run_logger()
     cfg = load_config(config, overrides or {}, data_dir)
-    wanted = _stage_list(stages) or needed_stages(cfg)
+    wanted = select_stages(cfg, _stage_list(stages))
     run_id = new_run_id()
     logger.info("pipeline run %s: stages %s, artifacts %s", run_id, wanted, cfg.artifacts_dir())
     start = time.perf_counter()

@@ -120,6 +120,22 @@ def _serve_fingerprint() -> dict:
     return {**process_fingerprint(), "cwd": os.getcwd()}
 
 
+def _spawn(cmd: list[str], port: int, log: Path, header: str) -> subprocess.Popen:
+    """``cmd`` in the background, in its own process group, against the server on ``port``,
+    appending its output to ``log`` after a ``--- header ---`` line."""
+    with open(log, "ab") as fh:
+        fh.write(f"\n--- {header}, {time.ctime()} ---\n".encode())
+        fh.flush()
+        return subprocess.Popen(
+            cmd,
+            env=prefect_env(port),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 def _tail(path: Path, chars: int = 3000) -> str:
     try:
         return path.read_text(errors="replace")[-chars:]
@@ -159,17 +175,12 @@ def start(port: int = 4200, timeout: float = 180.0) -> dict:
         )
     log = state_dir() / "server.log"
     begin = time.monotonic()
-    with open(log, "ab") as fh:
-        fh.write(f"\n--- fame server start, port {port}, {time.ctime()} ---\n".encode())
-        fh.flush()
-        proc = subprocess.Popen(
-            [*prefect_cmd(), "server", "start", "--host", HOST, "--port", str(port)],
-            env=prefect_env(port),
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+    proc = _spawn(
+        [*prefect_cmd(), "server", "start", "--host", HOST, "--port", str(port)],
+        port,
+        log,
+        f"fame server start, port {port}",
+    )
     info = {
         "pid": proc.pid,
         "port": port,
@@ -256,17 +267,9 @@ def start_serve(port: int, timeout: float = 180.0, poll_seconds: float = 2.0) ->
         if current.get("running"):
             stop_serve()
         log = state_dir() / "serve.log"
-        with open(log, "ab") as fh:
-            fh.write(f"\n--- fame serve, {time.ctime()} ---\n".encode())
-            fh.flush()
-            proc = subprocess.Popen(
-                [*fame_cmd(), "serve", "--poll-seconds", str(poll_seconds)],
-                env=prefect_env(port),
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        proc = _spawn(
+            [*fame_cmd(), "serve", "--poll-seconds", str(poll_seconds)], port, log, "fame serve"
+        )
         info = {
             "pid": proc.pid,
             "port": port,

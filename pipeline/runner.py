@@ -67,6 +67,14 @@ def needed_stages(cfg: RunConfig) -> list[str]:
     return [s for s in ORDER if s in need]
 
 
+def select_stages(cfg: RunConfig, stages: Iterable[str] | None = None) -> list[str]:
+    """The stages asked for (default: all the config needs); an unknown name fails here."""
+    wanted = list(stages) if stages else needed_stages(cfg)
+    if unknown := set(wanted) - set(ORDER):
+        raise PipelineError(f"unknown stage(s): {sorted(unknown)}; stages are {ORDER}")
+    return wanted
+
+
 def downstream_closure(stages: Iterable[str], cfg: RunConfig) -> set[str]:
     """The given stages plus everything that depends on them."""
     out = set(stages)
@@ -135,14 +143,14 @@ def run_task(
 def in_process(stage_name: str, **task: Any) -> StageRef:
     """The plain executor: ``run_task`` in this process, one log line per stage."""
     ref = run_task(stage_name, **task)
-    log.info(
-        "%-9s %s in %.2fs (key %s)",
-        stage_name,
-        "skipped" if ref["skipped"] else "computed",
-        ref["seconds"],
-        ref["key"],
-    )
+    log.info(summary(ref))
     return ref
+
+
+def summary(ref: StageRef) -> str:
+    """One line for the log: ``train     computed in 12.30s (key …)``."""
+    status = "skipped" if ref["skipped"] else "computed"
+    return f"{ref['stage']:<9} {status} in {ref['seconds']:.2f}s (key {ref['key']})"
 
 
 def _execute(ctx: RunContext, name: str, refs: Mapping[str, StageRef]) -> StageResult:
@@ -319,9 +327,7 @@ def run_pipeline(
 ) -> RunContext:
     """Run the requested stages (default: all the config needs) in DAG order, each through
     ``executor`` (default: in this process). Returns the run with its stages' results."""
-    wanted = list(stages) if stages else needed_stages(cfg)
-    if unknown := set(wanted) - set(ORDER):
-        raise PipelineError(f"unknown stage(s): {sorted(unknown)}; stages are {ORDER}")
+    wanted = select_stages(cfg, stages)
     ctx = start_run(cfg, force=force, progress=progress, config_name=config_name, run_id=run_id)
     config = task_config(cfg)
     refs: dict[str, StageRef] = {}
