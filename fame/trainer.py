@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from fame.config import SPEED_FIELDS, TrainConfig
 from fame.data import Packed, SplitData, pack, train_batches
+from fame.device import resolve_device
 from fame.evaluate import evaluate
 from fame.losses import NextItemLoss, make_loss
 from fame.model import SeqRecModel
@@ -60,18 +61,6 @@ class _Loop:
 
 class InjectedFailure(RuntimeError):
     """Raised by ``fit(..., fail_at_epoch=k)`` after epoch k is saved (tests of resumption)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device = 'cuda' but CUDA is not available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

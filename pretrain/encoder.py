@@ -19,7 +19,6 @@ __all__ = [
     "EncoderError",
     "TextEncoder",
     "default_model_path",
-    "resolve_device",
     "resolve_model",
     "validate_encoder",
 ]
@@ -106,19 +105,6 @@ def validate_encoder(model: str) -> None:
     resolve_model(model)
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> cuda, else mps, else cpu; anything else is passed through."""
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 class TextEncoder:
     """A frozen sentence encoder: batched, length-sorted, L2-normalised float32 vectors."""
 
@@ -135,10 +121,11 @@ class TextEncoder:
         target, name = resolve_model(model)
         from sentence_transformers import SentenceTransformer
 
+        from fame.device import resolve_device
+
+        on_device = str(resolve_device(device))
         try:
-            self.model = SentenceTransformer(
-                target, device=resolve_device(device), local_files_only=True
-            )
+            self.model = SentenceTransformer(target, device=on_device, local_files_only=True)
         except Exception as exc:  # any load failure is a configuration error to the caller
             raise EncoderError(
                 f"cannot load encoder {model!r} offline from {target}: {exc}"

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from fame.device import resolve_device
 from pretrain.config import PretrainConfig
-from pretrain.encoder import resolve_device
 from pretrain.projector import FacetProjector
 from pretrain.sampler import BalancedSampler
 from pretrain.supcon import supcon_loss
@@ -88,7 +88,7 @@ def pretrain_facets(
             )
         except ValueError as exc:
             raise ValueError(f"facet {k}: {exc}") from exc
-    device = torch.device(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     x = torch.from_numpy(text_emb).to(device)
     y = torch.from_numpy(labels).to(device)
     base = None

@@ -45,8 +45,8 @@ def split_metric(name: str) -> tuple[str, int | None]:
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     # imported here: torch costs seconds at start-up that the registry's users never need
+    from fame.device import resolve_device
     from fame.evaluate import evaluate as evaluate_model
-    from fame.trainer import resolve_device
 
     cfg = ctx.config
     ingest, train = inputs["ingest"], inputs["train"]
