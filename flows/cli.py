@@ -19,7 +19,7 @@ import typer
 from flows.state import DEFAULT_PORT, state_dir
 from pipeline import cli as base
 from pipeline import display
-from pipeline.config import ConfigError, parse_value
+from pipeline.config import ConfigError, parse_overrides
 from pipeline.display import say
 from pipeline.errors import PipelineError
 
@@ -37,13 +37,11 @@ PortOpt = Annotated[int, typer.Option(help="port of the local server on 127.0.0.
 
 def _overrides(sets: list[str] | None) -> dict[str, Any]:
     """``--set train.epochs=3`` strings as the flow's ``overrides`` dict."""
-    overrides: dict[str, Any] = {}
-    for text in sets or []:
-        if "=" not in text:
-            base._fail(ConfigError(f"override {text!r} must look like section.key=value"))
-        key, raw = text.split("=", 1)
-        overrides[key.strip()] = parse_value(raw.strip())
-    return overrides
+    try:
+        return parse_overrides(sets or [])
+    except ConfigError as exc:
+        base._fail(exc)
+        raise  # unreachable
 
 
 @app.command()

@@ -300,20 +300,20 @@ def data_synth(
     true facets and descriptions. Same parameters and seed, same bytes."""
     from pydantic import ValidationError
 
-    from pipeline.config import parse_value
+    from pipeline.config import parse_overrides
     from pipeline.synth import generate
 
     given = {"users": users, "items": items, "interactions": interactions, "seed": seed}
     values = {k: v for k, v in given.items() if v is not None}
     for text in params or []:
-        name, eq, raw = text.partition("=")
+        name, eq, _ = text.partition("=")
         if not eq or name.strip() in SYNTH_OPTIONS:
             _fail(
                 ConfigError(
                     f"--param {text!r}: expected name=value for a parameter without its own option"
                 )
             )
-        values[name.strip()] = parse_value(raw.strip())
+    values.update(parse_overrides(params or []))
     try:
         synth_params = SynthConfig(**values)
     except ValidationError as exc:

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -357,22 +358,26 @@ def parse_value(raw: str) -> Any:
         return raw
 
 
+def parse_overrides(texts: Iterable[str]) -> dict[str, Any]:
+    """``section.key=value`` strings (``--set``) as a ``{"section.key": value}`` dict."""
+    out: dict[str, Any] = {}
+    for text in texts:
+        key, eq, raw = text.partition("=")
+        if not eq:
+            raise ConfigError(f"override {text!r} must look like section.key=value")
+        out[key.strip()] = parse_value(raw.strip())
+    return out
+
+
 def apply_overrides(
     data: dict[str, Any], overrides: dict[str, Any] | list[str] | None
 ) -> dict[str, Any]:
     """Apply dotted-key overrides (``train.lr=3e-4`` strings or a ``{"train.lr": 3e-4}`` dict)."""
     if not overrides:
         return data
-    items: list[tuple[str, Any]] = []
-    if isinstance(overrides, dict):
-        items = list(overrides.items())
-    else:
-        for text in overrides:
-            if "=" not in text:
-                raise ConfigError(f"override {text!r} must look like section.key=value")
-            key, raw = text.split("=", 1)
-            items.append((key.strip(), parse_value(raw.strip())))
-    for key, value in items:
+    if not isinstance(overrides, dict):
+        overrides = parse_overrides(overrides)
+    for key, value in overrides.items():
         parts = key.split(".")
         node = data
         for part in parts[:-1]:
