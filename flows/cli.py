@@ -23,15 +23,6 @@ from pipeline.config import ConfigError, parse_overrides
 from pipeline.display import say
 from pipeline.errors import PipelineError
 
-# pipeline.cli's commands and groups, in a new app (pipeline.cli.app itself stays Prefect-free);
-# the Prefect-backed `run` below takes the place of the plain one
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=base.app.info.help)
-app.registered_commands = list(base.app.registered_commands)
-app.registered_groups = list(base.app.registered_groups)
-_PLAIN_RUN = next(i for i, c in enumerate(app.registered_commands) if c.callback is base.run)
-server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
-app.add_typer(server_app, name="server")
-
 PortOpt = Annotated[int, typer.Option(help="port of the local server on 127.0.0.1")]
 
 
@@ -40,11 +31,10 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
     try:
         return parse_overrides(sets or [])
     except ConfigError as exc:
-        base._fail(exc)
+        base.fail(exc)
         raise  # unreachable
 
 
-@app.command()
 def run(
     config: base.ConfigOpt = "ml-100k",
     stages: Annotated[
@@ -67,7 +57,7 @@ def run(
     """Run the pipeline in-process as the Prefect flow `fame` (cached stages are skipped)."""
     stage_list = stages.split(",") if stages else None
     if not prefect:
-        base._run(config, sets, data_dir, stage_list, force, quiet)
+        base.run_in_process(config, sets, data_dir, stage_list, force, quiet)
         return
     from flows.server import status
     from flows.state import use_prefect_env
@@ -91,12 +81,15 @@ def run(
             data_dir=str(data_dir) if data_dir else None,
         )
     except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
-        base._fail(exc)
+        base.fail(exc)
         return
     _print_result(result)
 
 
-app.registered_commands[_PLAIN_RUN] = app.registered_commands.pop()  # `run` where it was
+# pipeline.cli's commands with the Prefect-backed `run` (pipeline.cli.app stays Prefect-free)
+app = base.make_app(run_command=run)
+server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
+app.add_typer(server_app, name="server")
 
 
 def _start_guarded_ephemeral_server() -> None:
@@ -157,7 +150,7 @@ def serve(
     if "PREFECT_API_URL" not in os.environ:
         server = status()
         if not server.get("healthy"):
-            base._fail(
+            base.fail(
                 PipelineError("no Prefect server: run `fame server start` or set PREFECT_API_URL")
             )
         use_prefect_env(server["port"])
@@ -176,7 +169,7 @@ def server_start(port: PortOpt = DEFAULT_PORT) -> None:
     try:
         info = start(port)
     except ServerError as exc:
-        base._fail(exc)
+        base.fail(exc)
         return
     verb = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "already running"
     say(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
@@ -247,17 +240,17 @@ def demo(
         from flows.demo import choose
 
         if data not in ("auto", "ml-100k", "synthetic"):
-            base._fail(PipelineError(f"--data must be auto, ml-100k or synthetic, not {data!r}"))
+            base.fail(PipelineError(f"--data must be auto, ml-100k or synthetic, not {data!r}"))
         try:
             choice = choose(data, sets, url=fetch_url)  # type: ignore[arg-type]
         except (PipelineError, ConfigError) as exc:
-            base._fail(exc)
+            base.fail(exc)
             return
         config = choice.config
         say(f"data: {choice.reason}")
     elif data != "auto":
-        base._fail(PipelineError("give --config or --data, not both"))
-    cfg = base._load(config, sets, None)  # fail on a bad config before starting anything
+        base.fail(PipelineError("give --config or --data, not both"))
+    cfg = base.load(config, sets, None)  # fail on a bad config before starting anything
     try:
         info = start(port)
         how = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "running"
@@ -266,7 +259,7 @@ def demo(
         say(f"[1/3] Prefect server {how}: {info['ui']}")
         serve = start_serve(info["port"])
     except ServerError as exc:
-        base._fail(exc)
+        base.fail(exc)
         return
     if serve.get("restarted"):
         say(f"      `fame serve` restarted: {serve['restarted']}")
@@ -280,7 +273,7 @@ def demo(
     sys.stdout.flush()
     done = subprocess.run(cmd, env=prefect_env(info["port"]))
     if done.returncode != 0:
-        base._fail(
+        base.fail(
             PipelineError(
                 f"the flow run did not complete; see {info['ui']} and {serve['log']} "
                 "(stages that finished are cached: rerun `fame demo` to resume)"

@@ -1,4 +1,9 @@
-"""The ``fame`` command line: run the pipeline or one stage, query the catalog, recommend."""
+"""The ``fame`` command line: run the pipeline or one stage, query the catalog, recommend.
+
+``make_app`` builds the app; ``flows.cli`` builds the console script's app with it, passing its
+Prefect-backed ``run``, and uses the helpers here (``fail``, ``load``, ``run_in_process``) and
+the shared options (``ConfigOpt``...).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,11 +24,10 @@ from pipeline.config import ConfigError, RunConfig, SynthConfig, load_config
 from pipeline.errors import PipelineError
 from pipeline.registry import ORDER, STAGES, TARGET, VIEWS
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+HELP = __doc__.split("\n\n")[0]
 data_app = typer.Typer(
     no_args_is_help=True, help="Datasets: fetch public ones, or generate the synthetic one."
 )
-app.add_typer(data_app, name="data")
 
 ConfigOpt = Annotated[
     str, typer.Option("--config", "-c", help="config name (configs/NAME.toml) or path")
@@ -38,16 +43,18 @@ ForceOpt = Annotated[
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars")]
 
 
-def _fail(exc: Exception) -> None:
+def fail(exc: Exception) -> None:
+    """Print the error (one line, no traceback) and exit with code 2."""
     display.error(exc)
     raise typer.Exit(2)
 
 
-def _load(config: str, sets: list[str] | None, data_dir: Path | None) -> RunConfig:
+def load(config: str, sets: list[str] | None, data_dir: Path | None) -> RunConfig:
+    """The config, or exit with code 2 naming what is wrong with it."""
     try:
         return load_config(config, sets or [], data_dir)
     except (ConfigError, OSError) as exc:
-        _fail(exc)
+        fail(exc)
         raise  # unreachable
 
 
@@ -55,15 +62,16 @@ def _setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("FAME_LOG", "INFO"), format="%(message)s")
 
 
-def _run(config: str, sets, data_dir, stages: list[str] | None, force, quiet: bool):
+def run_in_process(config: str, sets, data_dir, stages: list[str] | None, force, quiet: bool):
+    """``run_pipeline`` in this process, then the stage table and metrics."""
     from pipeline.runner import run_pipeline
 
     _setup_logging()
-    cfg = _load(config, sets, data_dir)
+    cfg = load(config, sets, data_dir)
     try:
         ctx = run_pipeline(cfg, stages, force or [], progress=not quiet, config_name=config)
     except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
-        _fail(exc)
+        fail(exc)
         raise
     _print_stage_table(ctx)
     return ctx
@@ -98,7 +106,6 @@ def _print_stage_table(ctx) -> None:
     )
 
 
-@app.command()
 def run(
     config: ConfigOpt = "ml-100k",
     stages: Annotated[
@@ -111,7 +118,7 @@ def run(
     quiet: QuietOpt = False,
 ) -> None:
     """Run the pipeline in-process (no server): ingest → encode → pretrain → train → evaluate."""
-    _run(config, sets, data_dir, stages.split(",") if stages else None, force, quiet)
+    run_in_process(config, sets, data_dir, stages.split(",") if stages else None, force, quiet)
 
 
 def _stage_command(stage: str, doc: str):
@@ -124,14 +131,14 @@ def _stage_command(stage: str, doc: str):
     ) -> None:
         from pipeline.runner import needed_stages
 
-        cfg = _load(config, sets, data_dir)
+        cfg = load(config, sets, data_dir)
         upto = ORDER.index(stage)
         needed = [s for s in needed_stages(cfg) if ORDER.index(s) <= upto]
         if stage not in needed:
             needed.append(stage)
         if stage == "train":  # a training run is only useful with its test metrics in the catalog
             needed.append(TARGET)
-        _run(config, sets, data_dir, needed, force, quiet)
+        run_in_process(config, sets, data_dir, needed, force, quiet)
 
     command.__doc__ = (
         doc + " Missing upstream artifacts are computed first; cached ones are reused."
@@ -139,17 +146,15 @@ def _stage_command(stage: str, doc: str):
     return command
 
 
-for _name, _stage in STAGES.items():
-    app.command(name=_name)(_stage_command(_name, _stage.SUMMARY))
-
-
-@app.command(
-    help="Query the catalog (read-only). Views: "
+SQL_HELP = (
+    "Query the catalog (read-only). Views: "
     + ", ".join([v.name for v in VIEWS] + ["runs", "stages"])
     + " (+ <view>_all of "
     + ", ".join(v.name for v in VIEWS if v.current)
     + ")."
 )
+
+
 def sql(
     query: Annotated[str, typer.Argument(help="read-only SQL over the catalog views")],
     fmt: Annotated[str, typer.Option("--format", help="table | csv | json")] = "table",
@@ -163,11 +168,11 @@ def sql(
 
     root = artifacts or Path(os.environ.get("FAME_HOME", "artifacts"))
     if not root.is_dir():
-        _fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
+        fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
     try:
         columns, rows = run_query(root, query, VIEWS)
     except CatalogError as exc:
-        _fail(exc)
+        fail(exc)
         return
     if fmt == "json":
         sys.stdout.write(
@@ -187,10 +192,9 @@ def sql(
         if len(shown) < len(rows):
             display.say(f"({len(rows)} rows, {len(shown)} shown; --limit 0 for all)", stderr=True)
     else:
-        _fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
+        fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
 
 
-@app.command()
 def recommend(
     user: Annotated[str, typer.Option("--user", "-u", help="the user's id in the source data")],
     k: Annotated[int, typer.Option("-k", help="number of items")] = 10,
@@ -203,11 +207,11 @@ def recommend(
     from pipeline.recommend import recommend as do_recommend
     from pipeline.recommend import source_ids
 
-    cfg = _load(config, sets, data_dir)
+    cfg = load(config, sets, data_dir)
     try:
         rec = do_recommend(cfg, user, k, explain)
     except PipelineError as exc:
-        _fail(exc)
+        fail(exc)
         return
     columns = ["rank", "item_id", "source_id", "title", "score"]
     if rec.head_scores:
@@ -222,14 +226,13 @@ def recommend(
     display.show(display.table(columns, rows, title=title))
 
 
-@app.command("config")
 def show_config(
     config: ConfigOpt = "ml-100k", sets: SetOpt = None, data_dir: DataDirOpt = None
 ) -> None:
     """Print the fully resolved config (defaults filled in) as JSON, with stage keys."""
     from pipeline.runner import plan_keys
 
-    cfg = _load(config, sets, data_dir)
+    cfg = load(config, sets, data_dir)
     out = cfg.model_dump(mode="json")
     out["_resolved"] = {
         "data_dir": str(cfg.dataset_dir()),
@@ -258,7 +261,7 @@ def data_fetch(
     try:
         path = fetch(name, target, url)
     except PipelineError as exc:
-        _fail(exc)
+        fail(exc)
         return
     display.say(f"{name} written to {path}")
 
@@ -308,7 +311,7 @@ def data_synth(
     for text in params or []:
         name, eq, _ = text.partition("=")
         if not eq or name.strip() in SYNTH_OPTIONS:
-            _fail(
+            fail(
                 ConfigError(
                     f"--param {text!r}: expected name=value for a parameter without its own option"
                 )
@@ -321,12 +324,12 @@ def data_synth(
         for err in exc.errors():
             where = _synth_option(str(err["loc"][0])) + ": " if err["loc"] else ""
             lines.append(f"  {where}{err['msg'].removeprefix('Value error, ')}")
-        _fail(ConfigError("\n".join(lines)))
+        fail(ConfigError("\n".join(lines)))
         return
     try:
         result = generate(synth_params, out, progress=not quiet)
     except OSError as exc:
-        _fail(PipelineError(f"cannot write the synthetic dataset to {out}: {exc}"))
+        fail(PipelineError(f"cannot write the synthetic dataset to {out}: {exc}"))
         return
     rows = [
         (str(path), f"{result.rows[what]:,}", _size(path.stat().st_size))
@@ -337,6 +340,23 @@ def data_synth(
         f"{result.rows['users']:,} users, generated in {result.seconds:.1f} s; read it with "
         'data.format = "table" and these files, or use `--config synthetic`'
     )
+
+
+def make_app(run_command: Callable[..., None] = run) -> typer.Typer:
+    """The ``fame`` app: ``run_command`` as ``run`` (default: the in-process one), a command per
+    stage of the registry, ``sql``, ``recommend``, ``config`` and the ``data`` group."""
+    app = typer.Typer(add_completion=False, no_args_is_help=True, help=HELP)
+    app.command(name="run")(run_command)
+    for name, stage in STAGES.items():
+        app.command(name=name)(_stage_command(name, stage.SUMMARY))
+    app.command(help=SQL_HELP)(sql)
+    app.command()(recommend)
+    app.command("config")(show_config)
+    app.add_typer(data_app, name="data")
+    return app
+
+
+app = make_app()
 
 
 def main() -> None:  # pragma: no cover
