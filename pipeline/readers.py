@@ -514,11 +514,12 @@ def read_recbole(
                 items = items.set_column(
                     items.column_names.index(name), name, pc.binary_join(items[name], " ")
                 )
-        raw.items, raw.source_files = _normalise_year(items, item_file), [inter_file, item_file]
+        raw.items, raw.source_files = _normalise_year(items), [inter_file, item_file]
     return raw
 
 
-def _normalise_year(items: pa.Table, path: Path) -> pa.Table:
+def _normalise_year(items: pa.Table) -> pa.Table:
+    """A string ``year`` column as integers; anything but four digits becomes null."""
     if "year" in items.column_names and pa.types.is_string(items["year"].type):
         year = pc.if_else(pc.match_substring_regex(items["year"], r"^\d{4}$"), items["year"], None)
         items = items.set_column(
@@ -628,7 +629,7 @@ def _split_dat(
     return {name: pc.list_element(parts, i) for i, name in enumerate(names)}
 
 
-def _movies(ids, titles, genres, path: Path, sep: str) -> pa.Table:
+def _movies(ids, titles, genres, sep: str) -> pa.Table:
     year = pc.struct_field(pc.extract_regex(titles, r"\((?P<year>\d{4})\)\s*$"), "year")
     title = pc.replace_substring_regex(titles, r"\s*\(\d{4}\)\s*$", "")
     return pa.table(
@@ -683,11 +684,11 @@ def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
     if movies_file is not None:
         if movies_file.suffix == ".dat":
             m = _split_dat(movies_file, 3, ["item", "title", "genres"], "latin-1")
-            raw.items = _movies(m["item"], m["title"], m["genres"], movies_file, "|")
+            raw.items = _movies(m["item"], m["title"], m["genres"], "|")
         else:
             t = _read_csv(movies_file)
             _require_cols(t, movies_file, ["movieId", "title", "genres"])
-            raw.items = _movies(t["movieId"], t["title"], t["genres"], movies_file, "|")
+            raw.items = _movies(t["movieId"], t["title"], t["genres"], "|")
         raw.source_files.append(movies_file)
     return raw
 
