@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pipeline import synth
-from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, RunConfig
+from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, DataConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.readers import (
     RawData,
@@ -99,32 +100,35 @@ def synthetic_dir(cfg: RunConfig, progress: bool = False) -> Path:
     return path
 
 
+# data.format -> its reader of (data section, interactions file, items file, item-text file)
+READERS: dict[str, Callable[[DataConfig, Path, Path | None, Path | None], RawData]] = {
+    "s3rec": lambda d, inter, items, text: read_s3rec(inter, items, text),
+    "recbole": lambda d, inter, items, _: read_recbole(inter, items, *_columns(d)),
+    "amazon": lambda d, inter, items, _: read_amazon(inter, items),
+    "movielens": lambda d, inter, items, _: read_movielens(inter, items),
+    "table": lambda d, inter, items, _: read_generic(inter, items, *_columns(d)),
+}
+
+
+def _columns(d: DataConfig) -> tuple[str, str, str]:
+    return d.user_col, d.item_col, d.time_col
+
+
 def read_raw(cfg: RunConfig, progress: bool = False) -> RawData:
     d = cfg.data
-    if d.format == "synthetic":
+    if d.format == "synthetic":  # generated files with the default column names
         path = synthetic_dir(cfg, progress)
-        return read_generic(
-            path / synth.INTERACTIONS_FILE,
-            path / synth.ITEMS_FILE,
-            "user_id",
-            "item_id",
-            "timestamp",
-        )
-    files = source_files(cfg)
-    inter = files[0]
-    items = cfg.data_file(d.items, "items") if d.items else None
-    if d.format == "s3rec":
-        text = cfg.data_file(d.item_text, "item_text") if d.item_text else None
-        return read_s3rec(inter, items, text)
-    if d.format == "recbole":
-        return read_recbole(inter, items, d.user_col, d.item_col, d.time_col)
-    if d.format == "amazon":
-        return read_amazon(inter, items)
-    if d.format == "movielens":
-        return read_movielens(inter, items)
-    if d.format == "table":
-        return read_generic(inter, items, d.user_col, d.item_col, d.time_col)
-    raise PipelineError(f"unknown data.format {d.format!r}")
+        inter, items = path / synth.INTERACTIONS_FILE, path / synth.ITEMS_FILE
+        return read_generic(inter, items, "user_id", "item_id", "timestamp")
+    if d.format not in READERS:
+        raise PipelineError(f"unknown data.format {d.format!r}")
+    files = source_files(cfg)  # checks the file names (and that the interactions exist)
+
+    def optional(what: str) -> Path | None:
+        name = getattr(d, what)
+        return cfg.data_file(name, what) if name else None
+
+    return READERS[d.format](d, files[0], optional("items"), optional("item_text"))
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:

@@ -210,3 +210,29 @@ def test_generic_csv_and_parquet(tmp_path):
     assert exc.value.field == "user"
     with pytest.raises(IngestError, match="file not found"):
         read_generic(tmp_path / "nope.csv", None, "uid", "iid", "ts")
+
+
+# one tiny file per format: (data.format, file name, contents, extra data section fields)
+FORMAT_FILES = [
+    ("s3rec", "X.txt", "1 5 6\n", {}),
+    ("recbole", "d.inter", "user_id:token\titem_id:token\ttimestamp:float\nu\ta\t1\nu\tb\t2\n", {}),
+    ("amazon", "r.json", "".join(
+        json.dumps({"reviewerID": "u", "asin": a, "unixReviewTime": t}) + "\n"
+        for a, t in (("a", 1), ("b", 2))), {}),
+    ("movielens", "ratings.dat", "1::10::5::100\n1::20::3::90\n", {}),
+    ("table", "i.csv", "uid,iid,ts\nu,a,1\nu,b,2\n",
+     {"user_col": "uid", "item_col": "iid", "time_col": "ts"}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fmt", "name", "text", "extra"), FORMAT_FILES)
+def test_ingest_dispatches_each_format_to_its_reader(tmp_path, fmt, name, text, extra):
+    from pipeline.config import load_config
+    from pipeline.stages.ingest import READERS, read_raw
+
+    assert set(READERS) == {f[0] for f in FORMAT_FILES}  # every file format has a reader
+    (tmp_path / name).write_text(text)
+    data = {"data.format": fmt, "data.dir": str(tmp_path), "data.interactions": name}
+    data.update({f"data.{k}": v for k, v in extra.items()})
+    cfg = load_config("ml-100k", {**data, "data.items": ""}, tmp_path)
+    assert len(read_raw(cfg).interactions) == 2
