@@ -93,16 +93,14 @@ app.add_typer(server_app, name="server")
 
 
 def _start_guarded_ephemeral_server() -> None:
-    """Start Prefect's temporary API server now (the singleton its clients then use) and put a
-    watchdog on it, so a killed ``fame run`` does not leave it listening."""
+    """Put a watchdog on Prefect's temporary API server, then start it now (the singleton its
+    clients then use), so a killed ``fame run`` does not leave it listening."""
     from prefect.server.api.server import SubprocessASGIServer
 
     from flows.reaper import guard
 
-    server = SubprocessASGIServer()
-    server.start()
-    if server.server_process is not None:
-        guard(server.server_process.pid, "prefect.server.api.server")
+    guard("prefect.server.api.server")
+    SubprocessASGIServer().start()
 
 
 def _print_result(result: dict) -> None:

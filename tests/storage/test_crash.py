@@ -3,6 +3,7 @@ protocol (``$FAME_CRASH_AT``) and at random instants; the rerun must leave the s
 an uninterrupted run does — catalog opens, every view has the same rows, no temporary survives,
 the killed run is marked ``killed`` — and a killed Prefect run leaves no server listening."""
 
+import os
 import random
 import signal
 import time
@@ -130,14 +131,47 @@ def _servers_of(state: Path) -> list[int]:
 
 @pytest.mark.timeout(600)
 def test_killed_prefect_run_leaves_no_server_listening(ml100k_slice, tmp_path):
+    """SIGKILL `fame run` (Prefect's ephemeral mode) once its temporary API server is up: the
+    server must not stay behind, listening."""
     state = tmp_path / "state"
-    env = {"FAME_STATE_DIR": str(state)}
     proc = fame_run(
-        tmp_path / "store", ml100k_slice, crash="ingest:publish:tables", prefect=True, env=env
+        tmp_path / "store", ml100k_slice, prefect=True, env={"FAME_STATE_DIR": str(state)}
     )
-    rc, out = finish(proc)
-    assert rc == -signal.SIGKILL, out
+    deadline = time.monotonic() + 300
+    while not _servers_of(state) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _servers_of(state), "no ephemeral server was seen: " + finish(proc)[1]
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL  # not communicate(): the server holds stdout
     deadline = time.monotonic() + 30
     while _servers_of(state) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _servers_of(state) == []
+    left = _servers_of(state)
+    for pid in left:  # never leak a listening server into the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def test_what_a_killed_writer_left_is_invisible_and_swept(make_config, artifacts):
+    """The state a kill mid-publication leaves — a temporary copy of an artifact with its
+    Parquet files and manifest — must not reach the catalog (it doubled `interactions_all`
+    and crashed on a half-written file before) and is removed by the next run's sweep."""
+    import shutil
+
+    from pipeline.runner import run_pipeline
+
+    cfg = make_config("ml-100k")
+    ctx = run_pipeline(cfg, ["ingest"], progress=False)
+    art = ctx.results["ingest"].artifact
+    _, before = query(artifacts, "select count(*) from interactions_all")
+    for leftover in (f".tmp-{art.key}-dead", f".old-{art.key}-1"):
+        shutil.copytree(art.path, art.path.parent / leftover)
+    (art.path.parent / f".tmp-{art.key}-half").mkdir()
+    (art.path.parent / f".tmp-{art.key}-half" / "sequences.parquet").write_bytes(b"PAR1\0trunc")
+    run_pipeline(cfg, ["ingest"], progress=False)  # refreshes the catalog
+    _, after = query(artifacts, "select count(*) from interactions_all")
+    assert after == before
+    from storage import ArtifactStore
+
+    assert ArtifactStore(artifacts).sweep(legacy_age=0)["removed"] == 3
+    assert leftovers(artifacts) == []
