@@ -51,7 +51,8 @@ def choose(
             from pipeline.stages.ingest import missing_dataset
 
             raise PipelineError(
-                f"{missing_dataset(cfg, cfg.dataset_dir())} (download failed: {exc})"
+                f"{missing_dataset(cfg, cfg.data_file(cfg.data.interactions, 'interactions'))} "
+                f"(download failed: {exc})"
             ) from exc
         return DemoChoice(
             "synthetic",

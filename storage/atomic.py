@@ -53,10 +53,13 @@ def work_name(final: Path, suffix: str = "") -> str:
     return f"{final.parent.name}-{final.name}-{os.getpid()}-{secrets.token_hex(4)}{suffix}"
 
 
-def owner_pid(name: str) -> int | None:
-    """The writer's pid in a ``work_name``, None for any other name."""
-    parts = name.split("-")
-    return int(parts[-2]) if len(parts) >= 4 and parts[-2].isdigit() else None
+def parse_work_name(name: str) -> tuple[str, str, int] | None:
+    """(parent, name, writer pid) of a ``work_name`` (``.old`` or not), None for any other name."""
+    parts = name.removesuffix(".old").rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or "-" not in parts[0]:
+        return None
+    parent, final = parts[0].split("-", 1)
+    return parent, final, int(parts[1])
 
 
 @contextlib.contextmanager

@@ -12,13 +12,18 @@ import socket
 from pathlib import Path
 
 
+def _stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first), None without."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
+    fields = _stat(pid)
+    return int(fields[19]) if fields and len(fields) > 19 else None
 
 
 def alive(pid: int, started: int | None = None) -> bool:
@@ -27,14 +32,8 @@ def alive(pid: int, started: int | None = None) -> bool:
     with contextlib.suppress(ChildProcessError, OSError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat.rsplit(")", 1)[1].split()
-        if fields[0] == "Z":
-            return False
-        return started is None or int(fields[19]) == started
-    except (OSError, IndexError, ValueError):
-        pass
+    if (fields := _stat(pid)) is not None and len(fields) > 19:
+        return fields[0] != "Z" and (started is None or int(fields[19]) == started)
     try:
         os.kill(pid, 0)
     except PermissionError:

@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from storage import process
-from storage.atomic import atomic_dir, atomic_write_parquet, crash_point, owner_pid
+from storage.atomic import atomic_dir, atomic_write_parquet, crash_point, parse_work_name
 
 MANIFEST = "manifest.json"
 RECORDS = "_records"
@@ -87,10 +87,10 @@ class ArtifactStore:
         done = {"removed": 0, "restored": 0, "killed_runs": 0}
         if self.publish_dir.is_dir():
             for entry in self.publish_dir.iterdir():
-                pid = owner_pid(entry.name.removesuffix(".old"))
-                if pid is not None and process.alive(pid):
+                parsed = parse_work_name(entry.name)
+                if parsed is not None and process.alive(parsed[2]):
                     continue
-                done[_sweep_entry(self.root, entry)] += 1
+                done[_sweep_entry(self.root, entry, parsed)] += 1
         for stage_dir in self.root.iterdir():
             if not stage_dir.is_dir() or stage_dir.name.startswith(("_", ".")):
                 continue
@@ -179,12 +179,11 @@ class ArtifactStore:
         return rows
 
 
-def _sweep_entry(root: Path, entry: Path) -> str:
-    """A dead writer's temporary is removed; its displaced old version (``<stage>-<key>-….old``)
-    goes back to ``root/<stage>/<key>`` if nothing took that place, else is removed."""
-    if entry.name.endswith(".old"):
-        stage, key = entry.name.split("-")[:2]
-        final = root / stage / key
+def _sweep_entry(root: Path, entry: Path, parsed: tuple[str, str, int] | None) -> str:
+    """A dead writer's temporary is removed; its displaced old version (``….old``) goes back to
+    ``root/<stage>/<key>`` if nothing took that place, else is removed."""
+    if parsed is not None and entry.name.endswith(".old"):
+        final = root / parsed[0] / parsed[1]
         if not final.exists():
             os.replace(entry, final)
             return "restored"

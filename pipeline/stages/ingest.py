@@ -35,21 +35,22 @@ def upstream(cfg: RunConfig) -> list[str]:
     return []
 
 
-def source_files(cfg: RunConfig) -> list[Path]:
-    """Interactions, then item metadata and the item-text table where the config names them."""
+def source_files(cfg: RunConfig) -> dict[str, Path]:
+    """``interactions``, then ``items`` and ``item_text`` where the config names them: each
+    path resolved (and checked to stay in the data dir) once, for the key and the reader."""
     d = cfg.data
-    files = [cfg.data_file(d.interactions, "interactions")]
+    files = {"interactions": cfg.data_file(d.interactions, "interactions")}
     if d.items:
-        files.append(cfg.data_file(d.items, "items"))
+        files["items"] = cfg.data_file(d.items, "items")
     if d.item_text:
         if d.format != "s3rec":
             raise PipelineError(
                 f"data.item_text is read by the s3rec format only (data.format = {d.format!r}); "
                 "other formats take item text from data.items"
             )
-        files.append(cfg.data_file(d.item_text, "item_text"))
-    if not files[0].is_file():  # after the paths are checked: never probe outside the data dir
-        raise missing_dataset(cfg, files[0])
+        files["item_text"] = cfg.data_file(d.item_text, "item_text")
+    if not files["interactions"].is_file():  # after the paths are checked: never probe outside
+        raise missing_dataset(cfg, files["interactions"])
     return files
 
 
@@ -75,7 +76,7 @@ def key_config(cfg: RunConfig) -> dict:
         section = {k: v for k, v in cfg.section("data").items() if k not in FILE_FIELDS}
         return {"data": section, "generator": synth.VERSION}
     prints = []
-    for path in source_files(cfg):
+    for path in source_files(cfg).values():
         st = path.stat() if path.is_file() else None
         prints.append(
             {
@@ -123,12 +124,7 @@ def read_raw(cfg: RunConfig, progress: bool = False) -> RawData:
     if d.format not in READERS:
         raise PipelineError(f"unknown data.format {d.format!r}")
     files = source_files(cfg)  # checks the file names (and that the interactions exist)
-
-    def optional(what: str) -> Path | None:
-        name = getattr(d, what)
-        return cfg.data_file(name, what) if name else None
-
-    return READERS[d.format](d, files[0], optional("items"), optional("item_text"))
+    return READERS[d.format](d, files["interactions"], files.get("items"), files.get("item_text"))
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:

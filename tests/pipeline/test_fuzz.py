@@ -62,6 +62,7 @@ def assert_named_error(call, *files: Path) -> None:
         assert any(f.name in str(exc) for f in files), str(exc)
 
 
+RECBOLE_INTER = ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
 S3REC_LINE = st.lists(st.integers(0, 30).map(str) | CELL, min_size=0, max_size=6).map(" ".join)
 ATTRS = st.one_of(
     RAW,
@@ -84,7 +85,7 @@ def test_s3rec_reader(tmp_path, seq, attrs, text):
 
 @FUZZ
 @given(
-    inter=body(["user_id:token", "item_id:token", "rating:float", "timestamp:float"], "\t"),
+    inter=body(RECBOLE_INTER, "\t"),
     items=body(["item_id:token", "title:token_seq", "year:token"], "\t"),
 )
 def test_recbole_reader(tmp_path, inter, items):
@@ -147,7 +148,7 @@ def test_table_reader(tmp_path, inter, items):
 
 @FUZZ
 @given(
-    inter=body(["user_id:token", "item_id:token", "rating:float", "timestamp:float"], "\t"),
+    inter=body(RECBOLE_INTER, "\t"),
     items=body(["item_id:token", "title:token_seq", "year:token", "genres:token_seq"], "\t"),
 )
 def test_ingest_stage_publishes_whole_or_nothing(tmp_path_factory, inter, items):
