@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fame.config import ModelConfig, TrainConfig
+from fame.config import EvalConfig, ModelConfig, TrainConfig
 from fame.data import SplitData
 from fame.evaluate import evaluate
 from fame.losses import make_loss
@@ -104,7 +104,7 @@ def main() -> None:
         evals = []
         for _ in range(2):
             with Clock() as c:
-                evaluate(model, data, "test", cfg, "cpu")
+                evaluate(model, data, "test", EvalConfig(), "cpu")
             evals.append(c)
         ep, ev = min(epochs, key=lambda c: c.wall), min(evals, key=lambda c: c.wall)
         out[name] = {

@@ -41,10 +41,10 @@ model = SeqRecModel(cfg.model, data.num_items)
 lengths = np.diff(data.offsets)
 seqs = int((lengths >= 2).sum())
 positions = int(np.minimum(lengths[lengths >= 2] - 1, cfg.model.max_len).sum())
-res = fit(model, data, cfg.train, tempfile.mkdtemp(), progress=False)
+res = fit(model, data, cfg.train, tempfile.mkdtemp(), progress=False, spec=cfg.evaluate)
 epoch_s = float(np.mean([h["train_seconds"] for h in res.history]))
 t = time.perf_counter()
-evaluate(model, data, "test", cfg.train, "cpu")
+evaluate(model, data, "test", cfg.evaluate, "cpu")
 eval_s = time.perf_counter() - t
 V, d = data.num_items + 1, cfg.model.d
 flops = 6.0 * positions * V * d

@@ -28,7 +28,7 @@ NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
 # TrainConfig fields that change speed or reporting, not the trained weights: a resume state
 # stays valid across them (a run killed on one device may continue on another)
-SPEED_FIELDS = frozenset({"device", "eval_batch_size", "logit_chunk", "amp"})
+SPEED_FIELDS = frozenset({"device", "logit_chunk", "amp"})
 
 
 @dataclass(config=STRICT)
@@ -88,13 +88,46 @@ class TrainConfig:
     logit_chunk: PosInt = (
         4096  # positions per logits chunk (and at most 2^25 logits): bounds memory
     )
-    eval_batch_size: PosInt = 1024  # users per evaluation chunk
-    exclude_history: bool = True
-    eval_every: PosInt = 1
-    ks: tuple[PosInt, ...] = (5, 10, 20)
+    eval_every: PosInt = 1  # epochs between two valid evaluations (early stopping)
+
+
+Protocol = Literal["exclude_history", "keep_history"]
+# in order of what they remove from the candidates, so one scoring pass ranks under all of them
+PROTOCOL_ORDER: tuple[Protocol, ...] = ("keep_history", "exclude_history")
+
+
+@dataclass(config=STRICT)
+class EvalConfig:
+    """FAME_SPEC §5, ``[evaluate]``: the one evaluation spec that early stopping, the evaluate
+    stage, ``recommend`` and the reports read.
+
+    The first protocol is the primary one: early stopping selects on its valid NDCG@10, and
+    ``recommend`` removes the history from the candidates exactly when it is ``exclude_history``.
+    """
+
+    ks: tuple[PosInt, ...] = (5, 10, 20)  # cut-offs of HR@k and NDCG@k
+    protocols: tuple[Protocol, ...] = ("exclude_history", "keep_history")
+    topk: PosInt = 20  # length of the top-k list stored per user in `rankings`
+    batch_size: PosInt = 1024  # users per scoring chunk (speed and memory only)
 
     @model_validator(mode="after")
-    def _check(self) -> TrainConfig:
+    def _check(self) -> EvalConfig:
         if 10 not in self.ks:
-            raise ValueError("train.ks must include 10 (early stopping uses NDCG@10)")
+            raise ValueError("evaluate.ks must include 10 (early stopping uses NDCG@10)")
+        if not self.protocols or len(set(self.protocols)) != len(self.protocols):
+            raise ValueError(
+                f"evaluate.protocols = {list(self.protocols)}: give each protocol at most once, "
+                "at least one"
+            )
         return self
+
+    @property
+    def primary(self) -> Protocol:
+        return self.protocols[0]
+
+
+def selection_fields(spec: EvalConfig) -> dict:
+    """The evaluation settings that shape a training run (early stopping's protocol, the ks of
+    its logged valid metrics) under the names ``TrainConfig`` gave them before ``[evaluate]``
+    held them: train keys and resume states written since then stay valid."""
+    return {"exclude_history": spec.primary == "exclude_history", "ks": list(spec.ks)}

@@ -1,14 +1,16 @@
-"""Full-ranking evaluation over all items, in chunks of users (FAME_SPEC §5)."""
+"""Full-ranking evaluation and top-k recommendation over all items, in chunks of users
+(FAME_SPEC §5). One scoring pass serves every protocol and the top-k lists."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 
-from fame.config import TrainConfig
+from fame.config import PROTOCOL_ORDER, EvalConfig, Protocol
 from fame.data import SplitData, history_windows
 from fame.losses import MAX_LOGITS
 from fame.metrics import exclude, metrics_from_ranks, rank_targets
@@ -18,7 +20,7 @@ from fame.model import SeqRecModel
 @dataclass
 class EvalResult:
     ranks: np.ndarray  # (U,) int64, 1 = best
-    topk_items: np.ndarray  # (U, topk) int64, after exclusion
+    topk_items: np.ndarray  # (U, topk) int64, after the protocol's exclusion
     metrics: dict[str, float]
 
 
@@ -35,45 +37,92 @@ def history_pairs(offsets: np.ndarray, items: np.ndarray, rows: np.ndarray) -> t
     return torch.from_numpy(np.stack([chunk_row, items[pos]]))
 
 
+def score_chunks(
+    model: SeqRecModel,
+    offsets: np.ndarray,
+    items: np.ndarray,
+    batch_size: int,
+    device: torch.device | str = "cpu",
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(rows, scores (b, |V|+1), history pairs (2, n)) per chunk of the CSR histories
+    ``items[offsets[r]:offsets[r+1]]``: the last ``max_len`` items of each scored through one
+    matmul with E. ``scores`` is a reused buffer: consume it before the next chunk."""
+    Et = model.item_embeddings().T.contiguous()  # (d, |V|+1): the fastest layout for u @ E^T
+    n = len(offsets) - 1
+    chunk = max(1, min(batch_size, MAX_LOGITS // Et.shape[1], n))
+    # reused: a fresh allocation this large is page-faulted in on every chunk
+    buf = torch.empty(chunk, Et.shape[1], dtype=Et.dtype, device=device)
+    # rows in order of history length, so each chunk is only as wide as its longest window
+    lengths = np.minimum(np.diff(offsets), model.cfg.max_len)
+    order = np.argsort(lengths, kind="stable")
+    for s in range(0, n, chunk):
+        rows = order[s : s + chunk]
+        width = max(int(lengths[rows].max()), 1)
+        seq = torch.from_numpy(history_windows(offsets, items, rows, width)).to(device)
+        u = model(seq, last_only=True)[:, -1]  # (b, d)
+        scores = torch.mm(u.to(Et.dtype), Et, out=buf[: len(rows)])  # (b, |V|+1)
+        yield rows, scores, history_pairs(offsets, items, rows).to(device)
+
+
 @torch.inference_mode()
 def evaluate(
     model: SeqRecModel,
     data: SplitData,
     split: Literal["valid", "test"],
-    cfg: TrainConfig,
+    spec: EvalConfig,
     device: torch.device | str = "cpu",
-    topk: int = 20,
-) -> EvalResult:
-    """Rank every user's held-out item among all items; history excluded per ``cfg``.
+    protocols: Sequence[Protocol] | None = None,
+    topk: int | None = None,
+) -> dict[Protocol, EvalResult]:
+    """Rank every user's held-out item among all items, under each protocol (default: the
+    spec's), from one forward pass and one matmul per chunk.
 
-    ``topk=0`` skips the top-k lists (early stopping needs only the ranks).
+    ``topk`` defaults to ``spec.topk``; 0 skips the top-k lists (early stopping needs only ranks).
     """
     was_training = model.training
     model.eval()
+    protocols = [p for p in PROTOCOL_ORDER if p in (protocols or spec.protocols)]
     offsets, items = data.inputs(split)
     targets = data.targets(split)
-    topk = min(topk, data.num_items)
-    Et = model.item_embeddings().T.contiguous()  # (d, |V|+1): the fastest layout for u @ E^T
-    chunk = max(1, min(cfg.eval_batch_size, MAX_LOGITS // Et.shape[1], data.num_users))
-    # reused: a fresh allocation this large is page-faulted in on every chunk
-    scores_buf = torch.empty(chunk, Et.shape[1], dtype=Et.dtype, device=device)
-    ranks = np.empty(data.num_users, dtype=np.int64)
-    top = np.empty((data.num_users, topk), dtype=np.int64)
-    L = model.cfg.max_len
-    # users in order of history length, so each chunk is only as wide as its longest window
-    lengths = np.minimum(np.diff(offsets), L)
-    order = np.argsort(lengths, kind="stable")
-    for s in range(0, data.num_users, chunk):
-        rows = order[s : s + chunk]
-        width = max(int(lengths[rows].max()), 1)
-        seq = torch.from_numpy(history_windows(offsets, items, rows, width)).to(device)
-        u = model(seq, last_only=True)[:, -1]  # (b, d)
-        scores = torch.mm(u.to(Et.dtype), Et, out=scores_buf[: len(rows)])  # (b, |V|+1)
-        hist = history_pairs(offsets, items, rows).to(device) if cfg.exclude_history else None
+    topk = min(spec.topk if topk is None else topk, data.num_items)
+    ranks = {p: np.empty(data.num_users, dtype=np.int64) for p in protocols}
+    top = {p: np.empty((data.num_users, topk), dtype=np.int64) for p in protocols}
+    for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
         tgt = torch.from_numpy(targets[rows]).to(device)
-        ranks[rows] = rank_targets(scores, tgt, hist).cpu().numpy()
-        if topk:  # the target was kept for ranking; the top-k lists exclude the whole history
-            exclude(scores, hist)
-            top[rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
+        for p in protocols:  # each removes at least what the one before it removed
+            h = hist if p == "exclude_history" else None
+            ranks[p][rows] = rank_targets(scores, tgt, h).cpu().numpy()
+            if topk:  # the target was kept for ranking; the top-k lists exclude it like the rest
+                exclude(scores, h)
+                top[p][rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
     model.train(was_training)
-    return EvalResult(ranks, top, metrics_from_ranks(ranks, tuple(cfg.ks)))
+    return {
+        p: EvalResult(ranks[p], top[p], metrics_from_ranks(ranks[p], spec.ks)) for p in protocols
+    }
+
+
+@torch.inference_mode()
+def recommend_topk(
+    model: SeqRecModel,
+    offsets: np.ndarray,
+    items: np.ndarray,
+    k: int,
+    protocol: Protocol,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> tuple[np.ndarray, np.ndarray]:
+    """(items (n, k), scores (n, k)) of the next item after each CSR history, best first; under
+    ``exclude_history`` the history's own items are not candidates (item 0 never is)."""
+    was_training = model.training
+    model.eval()
+    n = len(offsets) - 1
+    k = min(k, model.num_items)
+    top_items = np.empty((n, k), dtype=np.int64)
+    top_scores = np.empty((n, k), dtype=np.float32)
+    for rows, scores, hist in score_chunks(model, offsets, items, batch_size, device):
+        exclude(scores, hist if protocol == "exclude_history" else None)
+        best = torch.topk(scores, k, dim=1)
+        top_items[rows] = best.indices.cpu().numpy()
+        top_scores[rows] = best.values.float().cpu().numpy()
+    model.train(was_training)
+    return top_items, top_scores

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fame.config import SPEED_FIELDS, TrainConfig
+from fame.config import SPEED_FIELDS, EvalConfig, TrainConfig, selection_fields
 from fame.data import Packed, SplitData, pack, train_batches
 from fame.device import resolve_device
 from fame.evaluate import evaluate
@@ -226,6 +226,7 @@ def fit(
     fail_at_epoch: int | None = None,
     freeze_item_epochs: int = 0,
     fresh: bool = False,
+    spec: EvalConfig | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -241,11 +242,20 @@ def fit(
     ``fail_at_epoch`` raises ``InjectedFailure`` once that epoch is saved (tests).
     ``freeze_item_epochs``: the item table E gets no update in the first that many epochs
     (a pre-trained E is kept while the rest of the model adapts to it), then trains as usual.
+    ``spec``: the evaluation spec; early stopping ranks under its primary protocol.
     """
     work_dir = Path(work_dir)
     with resume_lock(work_dir):
         return _fit_locked(
-            model, data, cfg, work_dir, progress, fail_at_epoch, freeze_item_epochs, fresh
+            model,
+            data,
+            cfg,
+            spec or EvalConfig(),
+            work_dir,
+            progress,
+            fail_at_epoch,
+            freeze_item_epochs,
+            fresh,
         )
 
 
@@ -253,6 +263,7 @@ def _fit_locked(
     model: SeqRecModel,
     data: SplitData,
     cfg: TrainConfig,
+    spec: EvalConfig,
     work_dir: Path,
     progress: bool,
     fail_at_epoch: int | None,
@@ -262,7 +273,7 @@ def _fit_locked(
     device = resolve_device(cfg.device)
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    fingerprint = _fingerprint(model, data, cfg, freeze_item_epochs)
+    fingerprint = _fingerprint(model, data, cfg, spec, freeze_item_epochs)
     last = work_dir / LAST
     if fresh and last.is_file():
         log.info("discarding resume state %s: a forced train starts from scratch", last)
@@ -285,7 +296,7 @@ def _fit_locked(
         row["train_seconds"] = time.perf_counter() - t0
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            valid = _validate(model, data, cfg, device, state, epoch)
+            valid = _validate(model, data, cfg, spec, device, state, epoch)
             row.update(valid=valid, eval_seconds=time.perf_counter() - t1)
             bar.set_postfix(  # a dict keeps this order; keyword arguments get sorted
                 {"loss": f"{loss:.4f}", **{f"valid {k}": f"{valid[k]:.4f}" for k in SHOWN}}
@@ -323,12 +334,15 @@ def _validate(
     model: SeqRecModel,
     data: SplitData,
     cfg: TrainConfig,
+    spec: EvalConfig,
     device: torch.device,
     state: dict[str, Any],
     epoch: int,
 ) -> dict[str, float]:
-    """Valid metrics of ``epoch``; keeps the best weights in ``state`` and decides early stopping."""
-    valid = evaluate(model, data, "valid", cfg, device, topk=0).metrics
+    """Valid metrics of ``epoch`` under the primary protocol; keeps the best weights in
+    ``state`` and decides early stopping."""
+    res = evaluate(model, data, "valid", spec, device, protocols=[spec.primary], topk=0)
+    valid = res[spec.primary].metrics
     if valid["ndcg@10"] > state["best_score"]:
         best = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         state.update(best_score=valid["ndcg@10"], best_epoch=epoch, bad=0, best_state=best)
@@ -339,10 +353,11 @@ def _validate(
 
 
 def _fingerprint(
-    model: SeqRecModel, data: SplitData, cfg: TrainConfig, freeze_item_epochs: int
+    model: SeqRecModel, data: SplitData, cfg: TrainConfig, spec: EvalConfig, freeze_item_epochs: int
 ) -> str:
     """What a resume state was trained with: a state saved under another one is not resumed."""
     train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_FIELDS}
+    train |= selection_fields(spec)
     return json.dumps(
         {
             "model": dataclasses.asdict(model.cfg),

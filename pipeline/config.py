@@ -7,6 +7,7 @@ One config object drives every stage. Each stage hashes only the sections it rea
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import re
@@ -26,7 +27,16 @@ from pydantic import (
     model_validator,
 )
 
-from fame.config import Float, Int, ModelConfig, NonNegFloat, NonNegInt, PosInt, TrainConfig
+from fame.config import (
+    EvalConfig,
+    Float,
+    Int,
+    ModelConfig,
+    NonNegFloat,
+    NonNegInt,
+    PosInt,
+    TrainConfig,
+)
 from pipeline import synth_vocab
 from pretrain.config import FacetSpec, PretrainConfig
 
@@ -226,11 +236,34 @@ class PathsConfig(Strict):
     artifacts: str | None = Field(None, description="default: $FAME_HOME, else ./artifacts")
 
 
-class EvalConfig(Strict):
-    topk: PosInt = Field(20, description="length of the stored top-k list in `rankings`")
-    protocols: list[Literal["exclude_history", "keep_history"]] = Field(
-        default_factory=lambda: ["exclude_history", "keep_history"]
+# fields that moved from [train] to [evaluate] (the one evaluation spec): old configs and the
+# configs recorded by earlier runs still load, with a warning
+MOVED_TO_EVALUATE = {"ks": "ks", "eval_batch_size": "batch_size"}
+
+
+def _move_eval_fields(data: Any) -> Any:
+    """``train.ks``/``train.eval_batch_size`` -> ``evaluate.ks``/``evaluate.batch_size``;
+    ``train.exclude_history = false`` -> ``keep_history`` first in ``evaluate.protocols``."""
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return data
+    train = dict(data["train"])
+    moved = [f for f in (*MOVED_TO_EVALUATE, "exclude_history") if f in train]
+    if not moved:
+        return data
+    evaluate = dict(data.get("evaluate") or {})
+    for old, new in MOVED_TO_EVALUATE.items():
+        if old in train:
+            evaluate.setdefault(new, train.pop(old))
+    if "exclude_history" in train:
+        primary = "exclude_history" if train.pop("exclude_history") else "keep_history"
+        protocols = list(evaluate.get("protocols", ["exclude_history", "keep_history"]))
+        evaluate["protocols"] = [primary, *(p for p in protocols if p != primary)]
+    logging.getLogger("fame").warning(
+        "config: %s moved to [evaluate] (ks, batch_size; the first of evaluate.protocols is the "
+        "one early stopping uses); read as such",
+        ", ".join(f"train.{f}" for f in moved),
     )
+    return {**data, "train": train, "evaluate": evaluate}
 
 
 class RunConfig(Strict):
@@ -243,6 +276,11 @@ class RunConfig(Strict):
     init: InitConfig = Field(default_factory=InitConfig)
     evaluate: EvalConfig = Field(default_factory=EvalConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved(cls, data: Any) -> Any:
+        return _move_eval_fields(data)
 
     @field_validator("pretrain", "facets", mode="wrap")
     @classmethod

@@ -8,6 +8,7 @@ import numpy as np
 import pyarrow.compute as pc
 import torch
 
+from fame.evaluate import recommend_topk
 from pipeline.artifacts import trained_model
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
@@ -41,24 +42,24 @@ def recommend(cfg: RunConfig, user: str, k: int = 10, explain: bool = False) -> 
     r = row[0]
     history = [*r["train_items"], r["valid_item"], r["test_item"]]
     model = trained_model(train)
-    seq = torch.tensor([history[-cfg.model.max_len :]], dtype=torch.long)
-    with torch.inference_mode():
-        scores = model.score(seq)[0]
-        scores[0] = -torch.inf
-        scores[torch.tensor(history)] = -torch.inf
-        top = torch.topk(scores, k)
-        gate = heads = None
-        if explain and cfg.model.name == "fame":
+    spec = cfg.evaluate  # the primary protocol decides whether seen items may come back
+    top, scores = recommend_topk(
+        model, np.array([0, len(history)]), np.array(history), k, spec.primary
+    )
+    ids = top[0].tolist()
+    gate = heads = None
+    if explain and cfg.model.name == "fame":
+        seq = torch.tensor([history[-cfg.model.max_len :]], dtype=torch.long)
+        with torch.inference_mode():
             per_head, g = model.head_scores(seq)
-            gate = g[0].tolist()
-            heads = per_head[0][:, top.indices].T.tolist()
+        gate = g[0].tolist()
+        heads = per_head[0][:, ids].T.tolist()
     items = ingest.table("items")
     titles = (
         items["title"].to_pylist() if "title" in items.column_names else [None] * items.num_rows
     )
-    ids = top.indices.tolist()
     return Recommendation(
-        str(user), history, ids, top.values.tolist(), [titles[i - 1] for i in ids], gate, heads
+        str(user), history, ids, scores[0].tolist(), [titles[i - 1] for i in ids], gate, heads
     )
 
 

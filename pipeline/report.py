@@ -10,20 +10,27 @@ from pipeline.display import table
 from pipeline.registry import VIEWS
 from storage import query
 
-METRIC_ORDER = ["hr@5", "hr@10", "hr@20", "ndcg@5", "ndcg@10", "ndcg@20", "mrr"]
+FAMILY_ORDER = ("hr", "ndcg", "mrr")  # columns: HR@k then NDCG@k (k ascending), then MRR
 
 
 def metric_rows(root: Path, evaluate_key: str) -> list[dict]:
+    """The evaluation's metric rows per protocol and split, metrics in ``FAMILY_ORDER`` over
+    the ks that ``[evaluate]`` asked for (read from the rows: the report needs no config)."""
+    families = ", ".join(f"'{f}'" for f in FAMILY_ORDER)
     cols, rows = query(
         root,
         f"""
         SELECT split, protocol, metric || coalesce('@' || k, '') AS name, value
         FROM metrics WHERE artifact_key = '{evaluate_key}'
-        ORDER BY protocol, split DESC
+        ORDER BY protocol, split DESC, list_position([{families}], metric), k
     """,
         VIEWS,
     )
     return [dict(zip(cols, r, strict=True)) for r in rows]
+
+
+def metric_names(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["name"] for r in rows))
 
 
 def pivot(rows: list[dict]) -> list[tuple[str, str, dict[str, float]]]:
@@ -34,27 +41,31 @@ def pivot(rows: list[dict]) -> list[tuple[str, str, dict[str, float]]]:
 
 
 def metrics_table(root: Path, evaluate_key: str) -> Table:
+    found = metric_rows(root, evaluate_key)
+    names = metric_names(found)
     rows = [
-        (protocol, split, *(f"{m[n]:.4f}" if n in m else "-" for n in METRIC_ORDER))
-        for protocol, split, m in pivot(metric_rows(root, evaluate_key))
+        (protocol, split, *(f"{m[n]:.4f}" if n in m else "-" for n in names))
+        for protocol, split, m in pivot(found)
     ]
     return table(
-        ("protocol", "split", *METRIC_ORDER),
+        ("protocol", "split", *names),
         rows,
         title="metrics (full ranking)",
-        justify=dict.fromkeys(METRIC_ORDER, "right"),
+        justify=dict.fromkeys(names, "right"),
     )
 
 
 def metrics_markdown(root: Path, evaluate_key: str) -> str:
+    found = metric_rows(root, evaluate_key)
+    names = metric_names(found)
     lines = [
-        "| protocol | split | " + " | ".join(METRIC_ORDER) + " |",
-        "|---|---|" + "---:|" * len(METRIC_ORDER),
+        "| protocol | split | " + " | ".join(names) + " |",
+        "|---|---|" + "---:|" * len(names),
     ]
-    for protocol, split, m in pivot(metric_rows(root, evaluate_key)):
+    for protocol, split, m in pivot(found):
         lines.append(
             f"| {protocol} | {split} | "
-            + " | ".join(f"{m.get(n, float('nan')):.4f}" for n in METRIC_ORDER)
+            + " | ".join(f"{m.get(n, float('nan')):.4f}" for n in names)
             + " |"
         )
     return "\n".join(lines)

@@ -17,7 +17,7 @@ from fame.data import SplitData
 from fame.metrics import metrics_from_ranks
 
 # small settings for pipeline runs on the ml-100k slice
-SMALL = {"train.epochs": 2, "pretrain.steps": 60, "model.d": 32, "train.eval_batch_size": 256}
+SMALL = {"train.epochs": 2, "pretrain.steps": 60, "model.d": 32, "evaluate.batch_size": 256}
 
 
 def cyclic_split(

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig
+from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig, selection_fields
 from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data, text_vectors
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
@@ -52,6 +52,7 @@ TEXT_PROJECTION_VERSION = 2
 
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
+    train |= selection_fields(cfg.evaluate)
     model = drop_at_default(cfg.section("model"), _MODEL_DEFAULTS)
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
@@ -122,6 +123,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         progress=ctx.progress,
         freeze_item_epochs=cfg.init.freeze_epochs,
         fresh=NAME in ctx.force,  # a forced train retrains, whatever state a run left
+        spec=cfg.evaluate,
     )
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])

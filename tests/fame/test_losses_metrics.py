@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from fame import metrics
-from fame.config import TrainConfig
+from fame.config import EvalConfig
 from fame.losses import BCEOneNegative, FullCE, SampledSoftmax
 from fame.metrics import count_at_least, metrics_from_ranks, rank_targets
 
@@ -121,6 +121,6 @@ def test_constant_scorer_ranks_last():
     assert ranks.tolist() == [10, 10, 10]
 
 
-def test_train_config_needs_ndcg10():
-    with pytest.raises(ValueError):
-        TrainConfig(ks=(5, 20))
+def test_eval_config_needs_ndcg10():
+    with pytest.raises(ValueError, match="must include 10"):
+        EvalConfig(ks=(5, 20))

@@ -13,17 +13,18 @@ import torch
 from support import popularity_ndcg10
 
 from fame.checkpoint import load_checkpoint, save_checkpoint
-from fame.config import ModelConfig, TrainConfig
-from fame.evaluate import evaluate
+from fame.config import EvalConfig, ModelConfig, TrainConfig
+from fame.evaluate import evaluate, recommend_topk
 from fame.model import SeqRecModel
 from fame.trainer import InjectedFailure, _rng_state, _set_rng_state, fit
 
 
 def _cfg(**kw):
-    base = dict(
-        epochs=6, patience=3, batch_size=32, lr=3e-3, seed=7, device="cpu", eval_batch_size=50
-    )
+    base = dict(epochs=6, patience=3, batch_size=32, lr=3e-3, seed=7, device="cpu")
     return TrainConfig(**{**base, **kw})
+
+
+SPEC = EvalConfig(batch_size=50)
 
 
 def _model(name, data, **kw):
@@ -43,7 +44,7 @@ def test_training_lowers_loss_and_beats_popularity(cyclic, tmp_path, name):
     assert losses[-1] < losses[0] * 0.8
     assert res.best_valid["ndcg@10"] > popularity_ndcg10(cyclic) + 0.1
     # the returned model holds the best epoch's weights
-    again = evaluate(model, cyclic, "valid", _cfg(), "cpu").metrics
+    again = evaluate(model, cyclic, "valid", SPEC, "cpu")["exclude_history"].metrics
     assert again["ndcg@10"] == pytest.approx(res.best_valid["ndcg@10"])
 
 
@@ -81,9 +82,11 @@ def test_same_seed_same_metrics(cyclic, tmp_path):
 
 
 def test_evaluate_matches_brute_force(cyclic):
+    """Both protocols from one pass equal a per-user loop over all candidates."""
     model = _model("fame", cyclic).eval()
-    cfg = _cfg(eval_batch_size=17)  # chunks that do not divide the users
-    res = evaluate(model, cyclic, "test", cfg, "cpu", topk=5)
+    spec = EvalConfig(batch_size=17, topk=5)  # chunks that do not divide the users
+    res = evaluate(model, cyclic, "test", spec, "cpu")
+    assert set(res) == {"exclude_history", "keep_history"}
     offsets, items = cyclic.inputs("test")
     with torch.no_grad():
         for u in range(cyclic.num_users):
@@ -91,15 +94,39 @@ def test_evaluate_matches_brute_force(cyclic):
             seq = torch.tensor([[0] * (12 - min(12, len(hist))) + hist[-12:].tolist()])
             s = model.score(seq)[0]
             t = int(cyclic.test[u])
-            cand = [
-                v for v in range(1, cyclic.num_items + 1) if v == t or v not in set(hist.tolist())
-            ]
-            assert res.ranks[u] == 1 + sum(1 for v in cand if v != t and s[v] >= s[t])
-            best = sorted(
-                (v for v in range(1, cyclic.num_items + 1) if v not in set(hist.tolist())),
-                key=lambda v: -float(s[v]),
-            )[:5]
-            assert set(res.topk_items[u].tolist()) == set(best)
+            seen = set(hist.tolist())
+            for protocol, removed in (("exclude_history", seen), ("keep_history", set())):
+                cand = [v for v in range(1, cyclic.num_items + 1) if v == t or v not in removed]
+                want = 1 + sum(1 for v in cand if v != t and s[v] >= s[t])
+                assert res[protocol].ranks[u] == want
+                best = sorted(
+                    (v for v in range(1, cyclic.num_items + 1) if v not in removed),
+                    key=lambda v: -float(s[v]),
+                )[:5]
+                assert set(res[protocol].topk_items[u].tolist()) == set(best)
+    # the metrics are those of the ranks, per protocol
+    excl = res["exclude_history"]
+    assert excl.metrics["hr@10"] == pytest.approx(float((excl.ranks <= 10).mean()))
+
+
+def test_recommend_topk_matches_brute_force(cyclic):
+    """Top-k of arbitrary CSR histories (one shared exclusion with the evaluator)."""
+    model = _model("sasrec", cyclic).eval()
+    histories = [[1, 2, 3], [5], [9, 8, 7, 6, 5, 4, 3, 2, 1, 10, 11, 12, 13, 14]]
+    offsets = np.cumsum([0, *map(len, histories)])
+    flat = np.concatenate(histories)
+    for protocol in ("exclude_history", "keep_history"):
+        top, scores = recommend_topk(model, offsets, flat, 4, protocol, batch_size=2)
+        for r, hist in enumerate(histories):
+            window = hist[-12:]
+            seq = torch.tensor([[0] * (12 - len(window)) + window])
+            with torch.no_grad():
+                s = model.score(seq)[0]
+            removed = set(hist) if protocol == "exclude_history" else set()
+            cand = [v for v in range(1, cyclic.num_items + 1) if v not in removed]
+            best = sorted(cand, key=lambda v: -float(s[v]))[:4]
+            assert top[r].tolist() == best
+            assert np.allclose(scores[r], [float(s[v]) for v in best], atol=1e-5)
 
 
 def test_checkpoint_roundtrip(cyclic, tmp_path):

@@ -174,7 +174,7 @@ def test_ingest_stage_publishes_whole_or_nothing(tmp_path_factory, inter, items)
 
 FIELDS = [
     "model.d", "model.heads", "model.dropout", "model.name", "train.lr", "train.epochs",
-    "train.patience", "train.ks", "train.negatives", "train.weight_decay", "data.name",
+    "train.patience", "evaluate.ks", "train.negatives", "train.weight_decay", "data.name",
     "data.interactions", "data.min_seq_len", "pretrain.steps", "pretrain.temperature",
     "init.method", "encode.template", "paths.artifacts", "model.init_std", "train.seed",
 ]  # fmt: skip

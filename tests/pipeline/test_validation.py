@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from fame.config import ModelConfig, TrainConfig
+from fame.config import EvalConfig, ModelConfig, TrainConfig
 from pipeline.cli import app
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import IngestError
@@ -33,8 +33,11 @@ BAD_OVERRIDES = [
     ({"train.negatives": -5, "train.loss": "sampled_softmax"}, "train.negatives"),
     ({"train.patience": 0}, "train.patience"),
     ({"train.patience": -1}, "train.patience"),
-    ({"train.ks": [5, 10, -5]}, "train.ks.2"),
-    ({"train.ks": [0, 10]}, "train.ks.0"),
+    ({"evaluate.ks": [5, 10, -5]}, "evaluate.ks.2"),
+    ({"evaluate.ks": [0, 10]}, "evaluate.ks.0"),
+    ({"evaluate.ks": [5, 20]}, "evaluate"),
+    ({"evaluate.protocols": []}, "evaluate"),
+    ({"evaluate.protocols": ["keep_history", "keep_history"]}, "evaluate"),
     ({"train.epochs": True}, "train.epochs"),
     ({"train.eval_every": 0}, "train.eval_every"),
     ({"model.init_std": 0.0}, "model.init_std"),
@@ -72,7 +75,7 @@ def test_bad_config_value_is_a_config_error_naming_the_field(overrides, field):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {"train.weight_decay": 0.0, "model.router_top_k": 0, "train.ks": [10]},
+        {"train.weight_decay": 0.0, "model.router_top_k": 0, "evaluate.ks": [10]},
         {"train.negatives": 1, "train.patience": 1, "data.min_rating": 0.0},
         {"train.lr": "3e-4", "model.gate": False, "init.freeze": True},  # strings still parse
         {"pretrain.keep_text": 0.0, "pretrain.seed": -1, "train.seed": 0},
@@ -94,7 +97,7 @@ def test_shipped_configs_still_load(name):
         (ModelConfig, {"init_std": NAN}, "init_std"),
         (TrainConfig, {"lr": INF}, "lr"),
         (TrainConfig, {"negatives": 0}, "negatives"),
-        (TrainConfig, {"ks": (5, 10, -5)}, "ks"),
+        (EvalConfig, {"ks": (5, 10, -5)}, "ks"),
     ],
 )
 def test_fame_configs_check_themselves(cls, kwargs, field):
@@ -278,3 +281,30 @@ def test_a_huge_line_is_read_and_a_too_huge_one_is_named(tmp_path, monkeypatch):
     with pytest.raises(IngestError) as err:
         readers.read_generic(inter, items, "user", "item", "ts")
     assert err.value.line == 3 and "20 MiB" in str(err.value) and "items.csv" in str(err.value)
+
+
+def test_evaluation_fields_moved_from_train_still_load(caplog):
+    """Configs written before ``[evaluate]`` held the evaluation spec (and the configs that bench
+    records hold) load as the same spec, with a warning, and keep their stage keys."""
+    from pipeline.runner import plan_keys
+
+    old = load_config(
+        "ml-100k",
+        {"train.ks": [10, 20], "train.eval_batch_size": 64, "train.exclude_history": False},
+    )
+    new = load_config(
+        "ml-100k",
+        {
+            "evaluate.ks": [10, 20],
+            "evaluate.batch_size": 64,
+            "evaluate.protocols": ["keep_history", "exclude_history"],
+        },
+    )
+    assert old.evaluate == new.evaluate and old.evaluate.primary == "keep_history"
+    assert plan_keys(old) == plan_keys(new)
+    assert "moved to [evaluate]" in caplog.text
+    # the primary protocol decides early stopping, so it is in the train key; batch size is not
+    base = plan_keys(load_config("ml-100k"))
+    assert plan_keys(new)["train"] != base["train"]
+    fast = plan_keys(load_config("ml-100k", {"evaluate.batch_size": 7}))
+    assert fast == base
