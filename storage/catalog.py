@@ -6,12 +6,17 @@ pipeline's stage registry declares them), so nothing here names a stage. A *curr
 the artifact the latest run used, and ``<view>_all`` every stored version with its
 ``artifact_key``; any other view spans every stored artifact, as do the records (``runs``,
 ``stages``).
+
+Paths in the views are relative to the macro ``catalog_root()``, the one place the catalog
+names its folder, so a copied or moved artifact folder needs only that macro rewritten
+(``relocate_catalog``); ``query`` does it when the catalog was built for another folder.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,8 +52,21 @@ class CatalogError(RuntimeError):
     """A catalog query that cannot run (write statement, unknown view, SQL error)."""
 
 
+ROOT_MACRO = "catalog_root"
+
+
 def _sql_str(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
+
+
+def _under_root(path: Path, root: Path) -> str:
+    """``path`` as SQL relative to the catalog's root (``catalog_root() || '/stage/…'``), so
+    the view reads wherever the folder now is."""
+    return f"({ROOT_MACRO}() || {_sql_str('/' + path.relative_to(root).as_posix())})"
+
+
+def _root_macro(root: Path) -> str:
+    return f"CREATE OR REPLACE MACRO {ROOT_MACRO}() AS {_sql_str(root)}"
 
 
 def _current_keys(store: ArtifactStore, stages: Iterable[str]) -> dict[str, str]:
@@ -67,17 +85,19 @@ def _current_keys(store: ArtifactStore, stages: Iterable[str]) -> dict[str, str]
     return keys
 
 
-def _glob_view(name: str, pattern: Path) -> str:
+def _glob_view(name: str, pattern: Path, root: Path) -> str:
     key = "regexp_extract(filename, '([0-9a-f]{16})/[^/]+$', 1)"
     return (
         f"CREATE VIEW {name} AS SELECT * EXCLUDE (filename), {key} AS artifact_key "
-        f"FROM read_parquet({_sql_str(pattern)}, filename=true, union_by_name=true)"
+        f"FROM read_parquet({_under_root(pattern, root)}, filename=true, union_by_name=true)"
     )
 
 
 def view_statements(store: ArtifactStore, views: Sequence[View]) -> list[str]:
-    """The CREATE VIEW statements for ``views`` (those with a table in the store) and records."""
-    stmts: list[str] = []
+    """The root macro, then the CREATE VIEW statements for ``views`` (those with a table in the
+    store) and the records."""
+    root = store.root
+    stmts: list[str] = [_root_macro(root)]
     current = _current_keys(store, dict.fromkeys(v.stage for v in views if v.current))
     for view in views:
         stage, file = view.stage, f"{view.table}.parquet"
@@ -85,33 +105,36 @@ def view_statements(store: ArtifactStore, views: Sequence[View]) -> list[str]:
             path = store.path(stage, current[stage]) / file
             if path.is_file():
                 stmts.append(
-                    f"CREATE VIEW {view.name} AS SELECT * FROM read_parquet({_sql_str(path)})"
+                    f"CREATE VIEW {view.name} AS SELECT * "
+                    f"FROM read_parquet({_under_root(path, root)})"
                 )
-        if any((store.root / stage).glob(f"{KEY_GLOB}/{file}")):
+        if any((root / stage).glob(f"{KEY_GLOB}/{file}")):
             name = f"{view.name}_all" if view.current else view.name
-            stmts.append(_glob_view(name, store.root / stage / KEY_GLOB / file))
+            stmts.append(_glob_view(name, root / stage / KEY_GLOB / file, root))
     for view in RECORD_VIEWS:
-        base = store.root / RECORDS / view
+        base = root / RECORDS / view
         if any(base.glob("*.parquet")):
-            pattern = _sql_str(base / "*.parquet")
+            pattern = _under_root(base / "*.parquet", root)
             stmts.append(
                 f"CREATE VIEW {view} AS SELECT * FROM read_parquet({pattern}, union_by_name=true)"
             )
     return stmts
 
 
-def refresh_catalog(root: str | Path, views: Sequence[View]) -> Path:
-    """Rebuild ``catalog.duckdb`` (``views`` and the records) atomically: build a temp file,
-    then rename."""
-    store = ArtifactStore(root)
-    final = store.root / CATALOG
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-catalog-", suffix=".duckdb", dir=store.root)
+def _replace_catalog(root: Path, statements: Sequence[str], start: Path | None = None) -> Path:
+    """Run ``statements`` on a temporary database (a copy of ``start``, or empty) beside the
+    catalog, then rename it over ``catalog.duckdb``: readers see the old catalog or the new."""
+    final = root / CATALOG
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-catalog-", suffix=".duckdb", dir=root)
     os.close(fd)
-    os.unlink(tmp)  # duckdb refuses to open an empty non-database file
     try:
+        if start is None:
+            os.unlink(tmp)  # duckdb refuses to open an empty non-database file
+        else:
+            shutil.copyfile(start, tmp)
         con = duckdb.connect(tmp)
         try:
-            for stmt in view_statements(store, views):
+            for stmt in statements:
                 con.execute(stmt)
         finally:
             con.close()
@@ -120,6 +143,28 @@ def refresh_catalog(root: str | Path, views: Sequence[View]) -> Path:
         for leftover in (Path(tmp), Path(tmp + ".wal")):
             leftover.unlink(missing_ok=True)
     return final
+
+
+def refresh_catalog(root: str | Path, views: Sequence[View]) -> Path:
+    """Rebuild ``catalog.duckdb`` (``views`` and the records) from the store, atomically."""
+    store = ArtifactStore(root)
+    return _replace_catalog(store.root, view_statements(store, views))
+
+
+def relocate_catalog(root: str | Path) -> Path:
+    """Point a copied or moved catalog at the folder it is now in (its views are relative to
+    ``catalog_root()``, so only that macro changes); atomic like ``refresh_catalog``."""
+    root = Path(root).resolve()
+    return _replace_catalog(root, [_root_macro(root)], start=root / CATALOG)
+
+
+def catalog_root(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The folder the open catalog was built for (None: a catalog from before the macro)."""
+    try:
+        (value,) = con.execute(f"SELECT {ROOT_MACRO}()").fetchone()
+    except duckdb.Error:
+        return None
+    return Path(value)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -240,6 +285,30 @@ def _read_only_sql(con: duckdb.DuckDBPyConnection, sql: str) -> str:
     return ("EXPLAIN ANALYZE " if analyze else "EXPLAIN ") + inner[0].query
 
 
+def _open(root: Path, views: Sequence[View]) -> duckdb.DuckDBPyConnection:
+    """The sandboxed connection to ``root``'s catalog, built from ``views`` when missing and
+    pointed at ``root`` first when it was built for another folder (a copy or a move)."""
+    path = root / CATALOG
+    if not path.is_file():
+        refresh_catalog(root, views)
+    con = _connect(path, root)
+    built_for = catalog_root(con)
+    if built_for == root or (built_for is None and not views):
+        return con  # current, or an old catalog with nothing to rebuild it from
+    con.close()
+    try:
+        if built_for is None:
+            refresh_catalog(root, views)
+        else:
+            relocate_catalog(root)
+    except (OSError, duckdb.Error) as exc:
+        raise CatalogError(
+            f"the catalog {path} was built for {built_for or 'another folder'} and cannot be "
+            f"rewritten here ({_one_line(exc)}); copy the folder somewhere writable"
+        ) from exc
+    return _connect(path, root)
+
+
 def query(
     root: str | Path, sql: str, views: Sequence[View] = ()
 ) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -251,10 +320,7 @@ def query(
     (or EXPLAIN of one) is accepted, since COPY … TO a path under the root would otherwise write.
     """
     root = Path(root).resolve()
-    path = root / CATALOG
-    if not path.is_file():
-        refresh_catalog(root, views)
-    con = _connect(path, root)
+    con = _open(root, views)
     try:
         checked = _read_only_sql(con, sql)
         try:
