@@ -1,8 +1,11 @@
-"""pretrain: text vectors + facet labels -> facet-shaped initial item embeddings (FAME_SPEC §6).
+"""pretrain: text vectors -> the initial item embeddings that train starts from.
 
-Writes ``item_embeddings`` (the full initial vector and one column per facet slice) and
-``facet_report`` (kNN label accuracy per facet for each slice, the raw text and a random
-projection), the check that each facet's sub-space holds that facet.
+``init = facet_pretrain`` (and any config that runs this stage without ``init = text``): facet
+labels shape one sub-space per head (FAME_SPEC §6); writes ``item_embeddings`` (the full initial
+vector and one column per facet slice) and ``facet_report`` (kNN label accuracy per facet for
+each slice, the raw text and a random projection), the check that each facet's sub-space holds
+that facet. ``init = text``: the unsupervised control, PCA of the text vectors to d dims
+(``pretrain.train.plain_projection``), ``item_embeddings`` only.
 """
 
 from __future__ import annotations
@@ -40,7 +43,18 @@ KEY_ONLY_IF_SET = {"start", "keep_text"}
 _DEFAULTS = {k: getattr(PretrainConfig(), k) for k in KEY_ONLY_IF_SET}
 
 
+# version of the unsupervised projection behind init=text (2: PCA with fixed axis signs)
+TEXT_PROJECTION_VERSION = 2
+
+
 def key_config(cfg: RunConfig) -> dict:
+    if cfg.init.method == "text":  # the PCA pads with seeded noise where d exceeds its rank
+        return {
+            "text_projection": TEXT_PROJECTION_VERSION,
+            "d": cfg.model.d,
+            "init_std": cfg.model.init_std,
+            "seed": cfg.train.seed,
+        }
     section = drop_at_default(cfg.section("pretrain"), _DEFAULTS)
     section.pop("device")
     return {
@@ -54,6 +68,8 @@ def key_config(cfg: RunConfig) -> dict:
 
 def precheck(cfg: RunConfig, items: pa.Table | None) -> None:
     """Fail before heavy work: one facet per head, existing fields, a label held twice per facet."""
+    if cfg.init.method == "text":
+        return
     if not cfg.facets:
         raise PipelineError("pretrain needs [[facets]] in the config (one per model head)")
     if len(cfg.facets) != cfg.model.heads:
@@ -69,9 +85,11 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     from pretrain.train import initial_embeddings, knn_report, pretrain_facets
 
     cfg = ctx.config
+    ids, text = text_vectors(inputs["encode"])
+    if cfg.init.method == "text":
+        return _text_projection(cfg, ids, text)
     items = inputs["ingest"].table("items")
     precheck(cfg, None)
-    ids, text = text_vectors(inputs["encode"])
     item_ids = items["item_id"].to_numpy()
     labels_all = facet_labels(cfg, items)  # (H, n_items)
     rows = np.searchsorted(item_ids, ids)  # item ids are sorted 1..n
@@ -104,3 +122,11 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "final_losses": result.losses[-len(names) :] if result.losses else [],
         },
     )
+
+
+def _text_projection(cfg: RunConfig, ids: np.ndarray, text: np.ndarray) -> StageOutput:
+    from pretrain.train import plain_projection
+
+    vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+    table = pa.table({"item_id": pa.array(ids, pa.int64()), "vector": to_column(vec)})
+    return StageOutput(tables={"item_embeddings": table}, meta={"method": "text"})

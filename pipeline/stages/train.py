@@ -11,12 +11,11 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig, selection_fields
-from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data, text_vectors
+from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import UNLISTED, StageOutput, drop_at_default
@@ -42,12 +41,8 @@ _INIT_DEFAULTS = {k: getattr(InitConfig(), k) for k in KEY_ONLY_IF_SET_INIT}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
-    extra = {"random": [], "text": ["encode"], "facet_pretrain": ["pretrain"]}[cfg.init.method]
-    return ["ingest", *extra]
-
-
-# version of the unsupervised projection behind init=text (2: PCA with fixed axis signs)
-TEXT_PROJECTION_VERSION = 2
+    # the pretrain stage makes the initial table for text and facet_pretrain alike
+    return ["ingest"] if cfg.init.method == "random" else ["ingest", "pretrain"]
 
 
 def key_config(cfg: RunConfig) -> dict:
@@ -57,40 +52,24 @@ def key_config(cfg: RunConfig) -> dict:
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
     init = drop_at_default(cfg.section("init"), _INIT_DEFAULTS)
-    key = {"model": model, "train": train, "init": init}
-    if cfg.init.method == "text":
-        key["text_projection"] = TEXT_PROJECTION_VERSION
-    return key
+    return {"model": model, "train": train, "init": init}
 
 
 def initial_table(
     cfg: RunConfig, inputs: dict[str, Artifact], num_items: int
 ) -> torch.Tensor | None:
-    """The (num_items+1, d) initial E for init=text|facet_pretrain; items without text stay random."""
-    import torch
+    """The (num_items+1, d) initial E of init=text|facet_pretrain (None: random init)."""
+    from pretrain.table import initial_item_table
 
-    method = cfg.init.method
-    if method == "random":
+    if cfg.init.method == "random":
         return None
-    if method == "facet_pretrain":
-        ids, vec = initial_vectors(inputs["pretrain"])
-    else:
-        from pretrain.train import plain_projection
-
-        ids, text = text_vectors(inputs["encode"])
-        vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+    ids, vec = initial_vectors(inputs["pretrain"])
     if vec.shape[1] != cfg.model.d:
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
-    if cfg.init.scale == "slice":
-        H = cfg.model.heads
-        slices = vec.reshape(len(vec), H, -1)  # (n, H, d')
-        std = slices.std(axis=(0, 2), keepdims=True)
-        vec = (slices * (cfg.model.init_std / np.maximum(std, 1e-12))).reshape(len(vec), -1)
-    gen = torch.Generator().manual_seed(cfg.train.seed)
-    table = torch.randn(num_items + 1, cfg.model.d, generator=gen) * cfg.model.init_std
-    table[torch.tensor(ids)] = torch.tensor(vec, dtype=torch.float32)
-    table[0] = 0
-    return table
+    m = cfg.model
+    return initial_item_table(
+        ids, vec, num_items, m.init_std, m.heads, cfg.init.scale, cfg.train.seed
+    )
 
 
 def work_dir(ctx: RunContext) -> Path:

@@ -149,9 +149,26 @@ def test_new_items_only_are_encoded(slice_cfg, ml100k_slice, artifacts, tmp_path
     assert second.manifest["encoded"] == len(new) > 0
 
 
-def test_text_init_ablation_trains(slice_cfg):
-    ctx = run_pipeline(slice_cfg(**{"init.method": "text"}), progress=False)
-    assert list(ctx.results) == ["ingest", "encode", "train", "evaluate"]
+def test_text_init_ablation_trains_from_the_pca_table(slice_cfg):
+    """init=text goes through the pretrain stage (its own key, no facet supervision) and train
+    starts from that table: with E frozen, the checkpoint's rows are the PCA of the text."""
+    from pipeline.artifacts import initial_vectors, text_vectors
+    from pretrain.train import plain_projection
+
+    ctx = run_pipeline(slice_cfg(**{"init.method": "text", "init.freeze": True}), progress=False)
+    assert list(ctx.results) == ["ingest", "encode", "pretrain", "train", "evaluate"]
+    pretrain = ctx.results["pretrain"].artifact
+    assert set(pretrain.rows) == {"item_embeddings"}  # no facet_report: nothing was supervised
+    facet = run_pipeline(
+        slice_cfg(**{"init.method": "facet_pretrain"}), ["pretrain"], progress=False
+    )
+    assert facet.results["pretrain"].key != ctx.results["pretrain"].key
+    cfg = ctx.config
+    ids, text = text_vectors(ctx.results["encode"].artifact)
+    want = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+    np.testing.assert_allclose(initial_vectors(pretrain)[1], want, rtol=0, atol=1e-7)
+    E = trained_model(ctx.results["train"].artifact).item_emb.weight.detach().numpy()
+    np.testing.assert_allclose(E[ids], want, rtol=0, atol=1e-6)
 
 
 def test_bad_facet_config_fails_before_heavy_work(slice_cfg, artifacts):

@@ -220,11 +220,13 @@ def test_train_starts_from_the_text_vectors(tmp_path, method):
     ctx = run_pipeline(_config(tmp_path, tmp_path / "a", **over), progress=False)
     cfg = ctx.config
     E = _trained_table(ctx)
-    if method == "text":
-        ids, text = text_vectors(ctx.results["encode"].artifact)
-        want = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
-    else:
-        ids, want = initial_vectors(ctx.results["pretrain"].artifact)
+    ids, want = initial_vectors(ctx.results["pretrain"].artifact)  # both come from pretrain
+    if method == "text":  # ... which for init=text is the plain PCA of the encoder's vectors
+        text_ids, text = text_vectors(ctx.results["encode"].artifact)
+        pca = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+        np.testing.assert_array_equal(text_ids, ids)
+        np.testing.assert_allclose(want, pca, rtol=0, atol=1e-7)
+        assert "facet_report" not in ctx.results["pretrain"].artifact.rows
     assert len(ids) == 7  # item 3 has no title, but its brand/category text is encoded
     np.testing.assert_allclose(E[ids], want, rtol=0, atol=1e-6)
     assert E[ids].std() == pytest.approx(cfg.model.init_std, rel=0.05)
@@ -251,9 +253,9 @@ def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
 
     _dataset(tmp_path)
     cfg = _config(tmp_path, tmp_path / "a", **{"init.method": "text"})
-    ctx = run_pipeline(cfg, ["ingest", "encode"], progress=False)
+    ctx = run_pipeline(cfg, ["ingest", "encode", "pretrain"], progress=False)
     inputs = {s: r.artifact for s, r in ctx.results.items()}
-    ids = inputs["encode"].table("text_embeddings")["item_id"].to_numpy()
+    ids = inputs["pretrain"].table("item_embeddings")["item_id"].to_numpy()
     table = initial_table(cfg, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
     per_slice = table.std(axis=(0, 2))
     assert per_slice[0] > per_slice[-1]  # PCA: most variance in the first slice
