@@ -7,9 +7,9 @@ import torch.nn.functional as F
 from pretrain.supcon import supcon_loss
 
 
-def naive_supcon(z: torch.Tensor, labels: list[int], t: float) -> torch.Tensor:
-    """Khosla et al. (2020) L_out, one anchor at a time; label < 0 = no label."""
-    n, terms = len(labels), []
+def naive_terms(z: torch.Tensor, labels: list[int], t: float) -> dict[int, torch.Tensor]:
+    """Khosla et al. (2020) L_out of each anchor that has a positive; label < 0 = no label."""
+    n, terms = len(labels), {}
     for i in range(n):
         if labels[i] < 0:
             continue
@@ -18,8 +18,12 @@ def naive_supcon(z: torch.Tensor, labels: list[int], t: float) -> torch.Tensor:
             continue
         others = [a for a in range(n) if a != i]
         denom = torch.logsumexp(torch.stack([z[i] @ z[a] / t for a in others]), 0)
-        terms.append(-sum(z[i] @ z[p] / t - denom for p in pos) / len(pos))
-    return torch.stack(terms).mean()
+        terms[i] = -sum(z[i] @ z[p] / t - denom for p in pos) / len(pos)
+    return terms
+
+
+def naive_supcon(z: torch.Tensor, labels: list[int], t: float) -> torch.Tensor:
+    return torch.stack(list(naive_terms(z, labels, t).values())).mean()
 
 
 @pytest.mark.parametrize("temperature", [0.07, 0.5])
@@ -42,10 +46,13 @@ def test_anchors_without_positive_do_not_change_the_loss_as_anchors():
     z = F.normalize(torch.randn(6, 4, dtype=torch.float64), dim=-1)
     labels = [0, 0, 1, 1, 7, -1]  # 7: singleton; -1: missing label, a negative only
     got = supcon_loss(z, torch.tensor(labels)).item()
-    assert got == pytest.approx(naive_supcon(z, labels, 0.07).item(), rel=1e-12)
+    terms = naive_terms(z, labels, 0.07)
+    assert sorted(terms) == [0, 1, 2, 3]  # the singleton and the unlabelled item anchor nothing
     # the mean runs over the four anchors with a positive, not over six
-    four = naive_supcon(z, [0, 0, 1, 1, 100, 101], 0.07).item()
-    assert got == pytest.approx(four, rel=1e-12)
+    assert got == pytest.approx(sum(v.item() for v in terms.values()) / 4, rel=1e-12)
+    assert got != pytest.approx(sum(v.item() for v in terms.values()) / 6, rel=1e-3)
+    # ... but both stay in every anchor's denominator: dropping them changes the loss
+    assert got != pytest.approx(supcon_loss(z[:4], torch.tensor(labels[:4])).item(), rel=1e-6)
 
 
 def test_batch_without_positives_is_zero_and_differentiable():
