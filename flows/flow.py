@@ -82,10 +82,22 @@ def _stage_list(value: list[str] | str | None) -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def _run_name() -> str:
-    params = flow_run.parameters
+def run_name(params: dict[str, Any]) -> str:
+    """``ml-100k-fame-facet_pretrain`` (+ `` [train,evaluate]`` for a subset): dataset, model and
+    init, so that runs of one config with other models tell apart in the UI. A config that does
+    not load is named as given (the run then fails on it)."""
+    config = params.get("config") or "ml-100k"
     stages = _stage_list(params.get("stages"))
-    return f"{params.get('config', 'ml-100k')}" + (f" [{','.join(stages)}]" if stages else "")
+    try:
+        cfg = load_config(config, params.get("overrides") or {}, params.get("data_dir") or None)
+        name = f"{cfg.data.name}-{cfg.model.name}-{cfg.init.method}"
+    except (ConfigError, PipelineError, OSError, ValueError):
+        name = str(config)
+    return name + (f" [{','.join(stages)}]" if stages else "")
+
+
+def _run_name() -> str:
+    return run_name(flow_run.parameters)
 
 
 @contextlib.contextmanager
@@ -107,20 +119,33 @@ def _pipeline_logs_to_prefect() -> Iterator[None]:
         logger.setLevel(level)
 
 
+# Parameters have concrete defaults, not None: the UI's form shows "Property is type None" for
+# a None default. The mutable ones are never mutated (Prefect passes validated copies anyway).
 @flow(name="fame", flow_run_name=_run_name, log_prints=True)
 def fame(
     config: str = "ml-100k",
-    overrides: dict[str, Any] | None = None,
-    stages: list[str] | str | None = None,
-    force: list[str] | str | None = None,
-    data_dir: str | None = None,
+    overrides: dict[str, Any] = {},  # noqa: B006
+    stages: list[str] | str = [],  # noqa: B006
+    force: list[str] | str = [],  # noqa: B006
+    data_dir: str = "",
 ) -> dict[str, Any]:
-    """ingest → encode → pretrain → train → evaluate for ``config`` (a name under configs/ or a
-    TOML path). ``overrides``: dotted keys, e.g. {"train.epochs": 3}; ``stages``: the subset to
-    run (upstream artifacts come from the store); ``force``: stages to recompute (with all that
-    depends on them) even if cached."""
+    """ingest → encode → pretrain → train → evaluate for a config; cached stages are skipped.
+
+    Args:
+        config: Config name under configs/ (ml-100k, beauty, sports, lastfm, synthetic) or a
+            path to a TOML file.
+        overrides: Config fields to change, as dotted keys, e.g.
+            {"train.epochs": 3, "model.name": "sasrec"}.
+        stages: Stages to run, a list or a comma-separated string of ingest, encode, pretrain,
+            train, evaluate; empty runs all the config needs. Upstream artifacts of a subset
+            come from the store.
+        force: Stages to recompute even if cached (everything downstream of them too); a list
+            or a comma-separated string.
+        data_dir: Folder holding the datasets; empty: $FAME_DATA_DIR, else ../shared/data,
+            else ./data.
+    """
     logger = get_run_logger()
-    cfg = load_config(config, overrides or {}, data_dir)
+    cfg = load_config(config, overrides or {}, data_dir or None)
     wanted = select_stages(cfg, _stage_list(stages))
     run_id = new_run_id()
     logger.info("pipeline run %s: stages %s, artifacts %s", run_id, wanted, cfg.artifacts_dir())
