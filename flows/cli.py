@@ -1,5 +1,6 @@
 """The ``fame`` console script: the pipeline CLI (``pipeline.cli``) plus the Prefect commands:
-``run`` as a Prefect flow, ``serve``, ``server start|stop|status`` and ``demo``.
+``run`` as a Prefect flow, ``serve``, ``server start|stop|status|env`` and ``demo``, and
+``catalog rebuild`` and ``--version``.
 
 Prefect is imported inside the commands, after the environment is set: its settings are read
 at import.
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +21,7 @@ import typer
 from flows.state import DEFAULT_PORT, state_dir
 from pipeline import cli as base
 from pipeline import display
-from pipeline.config import ConfigError, parse_overrides
+from pipeline.config import ConfigError, RunConfig, parse_overrides
 from pipeline.display import say
 from pipeline.errors import PipelineError
 
@@ -54,8 +56,13 @@ def run(
         ),
     ] = True,
 ) -> None:
-    """Run the pipeline in-process as the Prefect flow `fame` (cached stages are skipped)."""
-    stage_list = stages.split(",") if stages else None
+    """Run the pipeline in-process as the Prefect flow `fame` (cached stages are skipped).
+
+    With no server to talk to and every stage cached, the run is recorded and reported without
+    starting Prefect's temporary server (most of a cached run's time)."""
+    stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
+    cfg = base.load(config, sets, data_dir)
+    wanted = _check_stages(cfg, stage_list, config, sets, data_dir)
     if not prefect:
         base.run_in_process(config, sets, data_dir, stage_list, force, quiet)
         return
@@ -64,6 +71,14 @@ def run(
 
     server = status()
     url = use_prefect_env(server["port"] if server.get("healthy") else None)
+    if not url and not force and not _uncached(cfg, wanted):
+        say(
+            "Prefect: every stage is cached, so no temporary server is started "
+            "(`fame server start` to see runs in the UI)",
+            stderr=True,
+        )
+        base.run_in_process(config, sets, data_dir, stage_list, force, quiet)
+        return
     say(
         f"Prefect: {url}" if url else "Prefect: ephemeral mode (no server; `fame server start`)",
         stderr=True,
@@ -76,9 +91,9 @@ def run(
         result = fame(
             config=config,
             overrides=_overrides(sets),
-            stages=stage_list,
+            stages=stage_list or [],
             force=force or [],
-            data_dir=str(data_dir) if data_dir else None,
+            data_dir=str(data_dir) if data_dir else "",
         )
     except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
         base.fail(exc)
@@ -86,10 +101,110 @@ def run(
     _print_result(result)
 
 
+def _check_stages(
+    cfg: RunConfig,
+    stages: list[str] | None,
+    config: str,
+    sets: list[str] | None,
+    data_dir: Path | None,
+) -> list[str]:
+    """The stages to run; fails before any work when a ``--stages`` subset needs an upstream
+    artifact the store lacks, naming the command that also computes it, with the user's
+    options (``--set`` included)."""
+    from pipeline.runner import select_stages
+
+    try:
+        wanted = select_stages(cfg, stages)
+    except PipelineError as exc:
+        base.fail(exc)
+        raise  # unreachable
+    if missing := _missing_upstream(cfg, wanted):
+        from pipeline.registry import ORDER
+
+        rerun = [s for s in ORDER if s in wanted or s in missing]
+        base.fail(
+            PipelineError(
+                f"--stages {','.join(wanted)} needs the {', '.join(missing)} artifact(s) of this "
+                f"config, which {cfg.artifacts_dir()} lacks; run them too: "
+                f"{rerun_command(config, sets, data_dir, rerun)}"
+            )
+        )
+    return wanted
+
+
+def rerun_command(
+    config: str, sets: list[str] | None, data_dir: Path | None, stages: list[str]
+) -> str:
+    """``fame run --config C [--data-dir D] [--set k=v …] --stages a,b``, shell-quoted."""
+    cmd = ["fame", "run", "--config", config]
+    if data_dir:
+        cmd += ["--data-dir", str(data_dir)]
+    for item in sets or []:
+        cmd += ["--set", item]
+    return shlex.join([*cmd, "--stages", ",".join(stages)])
+
+
+def _missing_upstream(cfg: RunConfig, wanted: list[str]) -> list[str]:
+    """Stages outside ``wanted`` whose artifact ``wanted`` needs (directly or through another
+    missing one) and the store does not hold, in DAG order."""
+    from pipeline.registry import ORDER, upstream_of
+    from pipeline.runner import plan_keys
+    from storage import ArtifactStore
+
+    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
+    need = set(wanted)
+    for name in reversed(ORDER):  # a missing upstream's own upstreams are visited after it
+        if name in need:
+            need.update(
+                up
+                for up in upstream_of(name, cfg)
+                if up not in need and store.get(up, keys[up]) is None
+            )
+    return [s for s in ORDER if s in need and s not in wanted]
+
+
+def _uncached(cfg: RunConfig, wanted: list[str]) -> list[str]:
+    """The stages of ``wanted`` whose artifact for this config is not in the store."""
+    from pipeline.runner import plan_keys
+    from storage import ArtifactStore
+
+    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
+    return [s for s in wanted if store.get(s, keys[s]) is None]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        from pipeline.provenance import code_version
+
+        typer.echo(f"fame {metadata.version('fame-rec')} (code {code_version()})")
+        raise typer.Exit()
+
+
 # pipeline.cli's commands with the Prefect-backed `run` (pipeline.cli.app stays Prefect-free)
 app = base.make_app(run_command=run)
+
+
+@app.callback(help=base.HELP)
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="print the package version and the code version (git commit, source digest)",
+        ),
+    ] = False,
+) -> None:
+    pass
+
+
 server_app = typer.Typer(no_args_is_help=True, help="Local Prefect server on 127.0.0.1.")
 app.add_typer(server_app, name="server")
+catalog_app = typer.Typer(no_args_is_help=True, help="The DuckDB catalog over the artifacts.")
+app.add_typer(catalog_app, name="catalog")
 
 
 def _start_guarded_ephemeral_server() -> None:
@@ -129,10 +244,33 @@ def _print_result(result: dict) -> None:
     say(f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(root)} "select * from stages")')
 
 
+def _default_root() -> Path:
+    """The artifact root ``fame sql`` reads without ``--artifacts``."""
+    return Path(os.environ.get("FAME_HOME", "artifacts"))
+
+
 def _root_opt(root: Path) -> str:
     """`` --artifacts ROOT`` when ``fame sql`` would not find ``root`` by default."""
-    default = Path(os.environ.get("FAME_HOME", "artifacts")).resolve()
-    return "" if root.resolve() == default else f" --artifacts {root}"
+    return "" if root.resolve() == _default_root().resolve() else f" --artifacts {root}"
+
+
+@catalog_app.command("rebuild")
+def catalog_rebuild(
+    artifacts: Annotated[
+        Path | None, typer.Option(help="artifact root (default $FAME_HOME or ./artifacts)")
+    ] = None,
+) -> None:
+    """Rebuild catalog.duckdb from the artifacts and records under the root (`fame sql` also
+    repoints a copied or moved folder's catalog by itself)."""
+    from pipeline.registry import VIEWS
+    from storage import query, refresh_catalog
+
+    root = artifacts or _default_root()
+    if not root.is_dir():
+        base.fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
+    path = refresh_catalog(root, VIEWS)
+    _, rows = query(root, "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
+    say(f"rebuilt {path}: {len(rows)} views ({', '.join(r[0] for r in rows) or 'none yet'})")
 
 
 @app.command()
@@ -172,6 +310,19 @@ def server_start(port: PortOpt = DEFAULT_PORT) -> None:
     verb = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "already running"
     say(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
     say(f"export PREFECT_API_URL={info['url']}")
+
+
+@server_app.command("env")
+def server_env() -> None:
+    """Print `export PREFECT_API_URL=…` for the running server, so that
+    `eval "$(fame server env)"` points the `prefect` CLI at it (exit code 1 when none runs)."""
+    from flows.server import status
+
+    info = status()
+    if not info.get("healthy"):
+        display.error("no healthy Prefect server; start one with `fame server start`")
+        raise typer.Exit(1)
+    typer.echo(f"export PREFECT_API_URL={shlex.quote(info['url'])}")
 
 
 @server_app.command("stop")

@@ -3,6 +3,8 @@ dir, serve the deployments (`fame serve` as a subprocess), trigger fame/full-pip
 Prefect CLI, wait for it, check the catalog, and stop everything, also when the test fails."""
 
 import json
+import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -14,6 +16,7 @@ import pytest
 from storage import query
 
 STAGES = ["ingest", "encode", "pretrain", "train", "evaluate"]
+SYNTH_TINY = {"data.synth.users": 100, "data.synth.items": 80, "data.synth.interactions": 1500}
 
 
 def free_port() -> int:
@@ -105,3 +108,54 @@ def test_deployment_run_on_a_real_server(server, slice_params, flow_store, tmp_p
     fresh = srv.start(info["port"], timeout=240)
     assert fresh["started"] and fresh["pid"] != info["pid"]
     assert fresh["restarted"].startswith("prefect 0.0 -> ")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_readme_prefect_commands_work_after_eval_fame_server_env(server, tmp_path):
+    """As the README says: `eval "$(fame server env)"`, then the plain `prefect` CLI, from a
+    shell with no Prefect variable and a fresh home (no profile), reaches the local server."""
+    srv, info = server
+    srv.start_serve(info["port"], timeout=240)
+    from flows.server import fame_cmd, prefect_cmd
+
+    store = tmp_path / "artifacts"
+    params = {
+        "config": "synthetic",
+        "overrides": {"paths.artifacts": str(store), **SYNTH_TINY},
+        "stages": ["ingest"],
+    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["HOME"] = str(tmp_path / "home")
+    script = (
+        f'eval "$({shlex.join(fame_cmd())} server env)" && echo "url=$PREFECT_API_URL" && '
+        f"{shlex.join(prefect_cmd())} deployment run fame/ingest --watch "
+        f"--params {shlex.quote(json.dumps(params))}"
+    )
+    done = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"url={info['url']}" in done.stdout and "Completed" in done.stdout
+    _, rows = query(store, "select stage, status from stages")
+    assert rows == [("ingest", "computed")]
+
+    # the UI's view of it: the run named after dataset, model and init; a described form
+    (run,) = api(info, "/flow_runs/filter", {})
+    assert run["name"] == "synthetic-fame-facet_pretrain [ingest]"
+    url = f"{info['url']}/deployments/name/fame/full-pipeline"
+    with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 (loopback)
+        schema = json.loads(resp.read())["parameter_openapi_schema"]
+    for name, prop in schema["properties"].items():
+        assert prop.get("description") and "null" not in json.dumps(prop), name
+
+
+def test_server_env_without_a_server_prints_nothing_to_eval(tmp_path, monkeypatch):
+    monkeypatch.setenv("FAME_STATE_DIR", str(tmp_path / "state"))
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["server", "env"])
+    assert res.exit_code == 1 and "fame server start" in res.output
+    assert "export" not in res.output
