@@ -48,54 +48,84 @@ def prepare(
 
 
 def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> Prepared:
-    stats: dict[str, int] = {}
-    con.register("raw_inter", raw.interactions)
-    con.execute("CREATE TEMP TABLE inter AS SELECT * FROM raw_inter")
-    stats["raw_interactions"] = _count(con, "SELECT count(*) FROM inter")
-    stats["raw_users"] = _count(con, "SELECT count(DISTINCT user) FROM inter")
-    stats["raw_items"] = _count(con, "SELECT count(DISTINCT item) FROM inter")
+    """The steps in order; each reads and rewrites the temp table ``inter`` and adds its stats."""
+    stats = _load(con, raw)
     first = raw.source_files[0] if raw.source_files else "interactions"
-
     if raw.items is not None:
-        con.register("raw_items", raw.items)
-        dup = con.execute(
-            "SELECT item FROM raw_items GROUP BY item HAVING count(*) > 1 LIMIT 1"
-        ).fetchall()
-        meta_file = raw.items_file or (raw.source_files[-1] if len(raw.source_files) > 1 else first)
-        if dup:
-            raise IngestError(meta_file, f"item {dup[0][0]!r} is described twice", field="item")
-        if raw.strict_items:
-            unknown = con.execute(
-                "SELECT item FROM raw_items WHERE item NOT IN (SELECT DISTINCT item FROM inter) ORDER BY 1"
-            ).fetchall()
-            if unknown:
-                shown = ", ".join(u[0] for u in unknown[:5])
-                raise IngestError(
-                    meta_file,
-                    f"names {len(unknown)} item(s) absent from the interactions, e.g. {shown}",
-                    field="item_id",
-                )
-
+        _check_items(con, raw, first)
     if min_rating is not None:
         con.execute("DELETE FROM inter WHERE rating IS NULL OR rating < ?", [min_rating])
-        stats["dropped_by_rating"] = stats["raw_interactions"] - _count(
-            con, "SELECT count(*) FROM inter"
-        )
+        stats["dropped_by_rating"] = stats["raw_interactions"] - _rows(con)
     if dedup != "none":
-        direction = "ASC" if dedup == "first" else "DESC"
-        before = _count(con, "SELECT count(*) FROM inter")
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE inter AS SELECT * FROM inter
-            QUALIFY row_number() OVER (PARTITION BY user, item ORDER BY timestamp {direction}, ord {direction}) = 1
-        """)
-        stats["dropped_duplicates"] = before - _count(con, "SELECT count(*) FROM inter")
+        stats["dropped_duplicates"] = _dedup(con, dedup)
+    stats["filter_iterations"] = _k_core(con, max(user_core, min_seq_len), item_core)
+    stats["interactions"] = _rows(con)
+    if stats["interactions"] == 0:
+        raise IngestError(
+            first,
+            f"no interactions left after filtering (min_seq_len={min_seq_len}, "
+            f"user_core={user_core}, item_core={item_core}, min_rating={min_rating})",
+        )
+    stats |= _remap(con, stats)
+    interactions, sequences = _interactions_and_sequences(con)
+    return Prepared(_items(con, raw), interactions, sequences, stats)
 
-    # k-core to a fixed point; the sequence-length minimum is part of the user threshold.
-    user_min = max(user_core, min_seq_len)
+
+def _rows(con) -> int:
+    return _count(con, "SELECT count(*) FROM inter")
+
+
+def _load(con, raw: RawData) -> dict[str, int]:
+    con.register("raw_inter", raw.interactions)
+    con.execute("CREATE TEMP TABLE inter AS SELECT * FROM raw_inter")
+    return {
+        "raw_interactions": _rows(con),
+        "raw_users": _count(con, "SELECT count(DISTINCT user) FROM inter"),
+        "raw_items": _count(con, "SELECT count(DISTINCT item) FROM inter"),
+    }
+
+
+def _check_items(con, raw: RawData, first: str) -> None:
+    """Each item described once; with ``strict_items``, only items the interactions name."""
+    con.register("raw_items", raw.items)
+    dup = con.execute(
+        "SELECT item FROM raw_items GROUP BY item HAVING count(*) > 1 LIMIT 1"
+    ).fetchall()
+    meta_file = raw.items_file or (raw.source_files[-1] if len(raw.source_files) > 1 else first)
+    if dup:
+        raise IngestError(meta_file, f"item {dup[0][0]!r} is described twice", field="item")
+    if not raw.strict_items:
+        return
+    unknown = con.execute(
+        "SELECT item FROM raw_items WHERE item NOT IN (SELECT DISTINCT item FROM inter) ORDER BY 1"
+    ).fetchall()
+    if unknown:
+        shown = ", ".join(u[0] for u in unknown[:5])
+        raise IngestError(
+            meta_file,
+            f"names {len(unknown)} item(s) absent from the interactions, e.g. {shown}",
+            field="item_id",
+        )
+
+
+def _dedup(con, dedup: str) -> int:
+    """Keep one (user, item) interaction, the first or the last; returns how many were dropped."""
+    direction = "ASC" if dedup == "first" else "DESC"
+    before = _rows(con)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE inter AS SELECT * FROM inter
+        QUALIFY row_number() OVER (PARTITION BY user, item ORDER BY timestamp {direction}, ord {direction}) = 1
+    """)
+    return before - _rows(con)
+
+
+def _k_core(con, user_min: int, item_core: int) -> int:
+    """Drop users below ``user_min`` and items below ``item_core`` interactions until nothing
+    changes; returns the number of rounds."""
     iterations = 0
     while True:
         iterations += 1
-        before = _count(con, "SELECT count(*) FROM inter")
+        before = _rows(con)
         con.execute(f"""
             DELETE FROM inter WHERE user IN (
                 SELECT user FROM inter GROUP BY user HAVING count(*) < {int(user_min)})
@@ -105,30 +135,30 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
                 DELETE FROM inter WHERE item IN (
                     SELECT item FROM inter GROUP BY item HAVING count(*) < {int(item_core)})
             """)
-        if _count(con, "SELECT count(*) FROM inter") == before:
-            break
-    stats["filter_iterations"] = iterations
-    stats["interactions"] = _count(con, "SELECT count(*) FROM inter")
-    if stats["interactions"] == 0:
-        raise IngestError(
-            first,
-            f"no interactions left after filtering (min_seq_len={min_seq_len}, "
-            f"user_core={user_core}, item_core={item_core}, min_rating={min_rating})",
-        )
+        if _rows(con) == before:
+            return iterations
 
-    con.execute(f"""
-        CREATE TEMP TABLE umap AS SELECT user, row_number() OVER (ORDER BY {_id_order("user")}) AS user_id
-        FROM (SELECT DISTINCT user FROM inter)
-    """)
-    con.execute(f"""
-        CREATE TEMP TABLE imap AS SELECT item, row_number() OVER (ORDER BY {_id_order("item")}) AS item_id
-        FROM (SELECT DISTINCT item FROM inter)
-    """)
-    stats["users"] = _count(con, "SELECT count(*) FROM umap")
-    stats["items"] = _count(con, "SELECT count(*) FROM imap")
-    stats["dropped_users"] = stats["raw_users"] - stats["users"]
-    stats["dropped_items"] = stats["raw_items"] - stats["items"]
 
+def _remap(con, stats: dict[str, int]) -> dict[str, int]:
+    """Dense 1-based ids (``umap``, ``imap``) in source-id order."""
+    for table, col, new in (("umap", "user", "user_id"), ("imap", "item", "item_id")):
+        con.execute(f"""
+            CREATE TEMP TABLE {table} AS
+            SELECT {col}, row_number() OVER (ORDER BY {_id_order(col)}) AS {new}
+            FROM (SELECT DISTINCT {col} FROM inter)
+        """)
+    users = _count(con, "SELECT count(*) FROM umap")
+    items = _count(con, "SELECT count(*) FROM imap")
+    return {
+        "users": users,
+        "items": items,
+        "dropped_users": stats["raw_users"] - users,
+        "dropped_items": stats["raw_items"] - items,
+    }
+
+
+def _interactions_and_sequences(con) -> tuple[pa.Table, pa.Table]:
+    """The remapped interactions in time order, and each user's leave-one-out split (§5)."""
     interactions = con.sql("""
         SELECT u.user_id, i.item_id, t.timestamp, t.rating, u.user AS source_user_id
         FROM inter t JOIN umap u USING (user) JOIN imap i USING (item)
@@ -149,18 +179,20 @@ def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> 
                seq[len(seq)] AS test_item
         FROM s ORDER BY user_id
     """).to_arrow_table()
+    return interactions, sequences
 
-    meta_cols = ""
-    join = ""
+
+def _items(con, raw: RawData) -> pa.Table:
+    """Every kept item with its source id and the metadata columns the reader gave."""
+    meta_cols, join = "", ""
     if raw.items is not None:
         cols = [c for c in raw.items.column_names if c != "item"]
         meta_cols = "".join(f', m."{c}"' for c in cols)
         join = "LEFT JOIN raw_items m USING (item)"
-    items = con.sql(f"""
+    return con.sql(f"""
         SELECT i.item_id, i.item AS source_id{meta_cols}
         FROM imap i {join} ORDER BY i.item_id
     """).to_arrow_table()
-    return Prepared(items=items, interactions=interactions, sequences=sequences, stats=stats)
 
 
 def _count(con, sql: str) -> int:
