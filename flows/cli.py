@@ -251,7 +251,11 @@ def _default_root() -> Path:
 
 def _root_opt(root: Path) -> str:
     """`` --artifacts ROOT`` when ``fame sql`` would not find ``root`` by default."""
-    return "" if root.resolve() == _default_root().resolve() else f" --artifacts {root}"
+    return (
+        ""
+        if root.resolve() == _default_root().resolve()
+        else f" --artifacts {shlex.quote(str(root))}"
+    )
 
 
 @catalog_app.command("rebuild")
@@ -418,7 +422,7 @@ def demo(
         params["overrides"] = overrides
     cmd = [*prefect_cmd(), "deployment", "run", "fame/full-pipeline", "--watch"]
     cmd += ["--params", json.dumps(params)]
-    say(f"[3/3] prefect deployment run fame/full-pipeline --watch --params '{cmd[-1]}'")
+    say(f"[3/3] prefect deployment run fame/full-pipeline --watch --params {shlex.quote(cmd[-1])}")
     sys.stdout.flush()
     done = subprocess.run(cmd, env=prefect_env(info["port"]))
     if done.returncode != 0:
@@ -446,10 +450,24 @@ Artifacts   {root}
   fame sql{opt} "select * from metrics where split = 'test'"
   duckdb -readonly {catalog}
 Prefect UI  {info["ui"]}  (flow runs, the task graph, the 'fame-run' artifact)
-Run again   fame demo, or: PREFECT_API_URL={info["url"]} prefect deployment run fame/full-pipeline --watch
+Run again   {demo_again(config, sets, port, info["url"], params)}
             (deployments fame/ingest … fame/evaluate run one stage; --param/--params override)
 Stop        fame demo --stop   (the server and `fame serve`; logs in {state_dir()})"""
     )
+
+
+def demo_again(
+    config: str, sets: list[str] | None, port: int, url: str, params: dict[str, Any]
+) -> str:
+    """The two ways to rerun this demo, each a valid command with the user's options:
+    ``fame demo …``, or the deployment run with the same parameters against ``url``."""
+    demo = ["fame", "demo", "--config", config]
+    demo += [f"--set={item}" for item in sets or []]
+    if port != DEFAULT_PORT:
+        demo += ["--port", str(port)]
+    deployment = ["prefect", "deployment", "run", "fame/full-pipeline", "--watch"]
+    deployment += ["--params", json.dumps(params)]
+    return f"{shlex.join(demo)}, or: PREFECT_API_URL={shlex.quote(url)} {shlex.join(deployment)}"
 
 
 def _print_latest_run(root: Path) -> None:

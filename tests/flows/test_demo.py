@@ -73,3 +73,26 @@ def test_stale_reasons():
     ]
     # a record without a fingerprint (written by an older fame) is never reused
     assert stale_reasons({}, base)
+
+
+def test_demo_rerun_hint_parses_back_to_the_same_options():
+    import json
+    import shlex
+
+    import typer
+
+    from flows.cli import app, demo_again
+
+    sets = ["train.epochs=3", "model.name=sasrec", "data.item_text=''"]
+    params = {"config": "configs/my beauty.toml", "overrides": {"train.epochs": 3}}
+    hint = demo_again(params["config"], sets, 4321, "http://127.0.0.1:4321/api", params)
+    demo, deployment = hint.split(", or: ")
+    words = shlex.split(demo)
+    assert words[:2] == ["fame", "demo"]
+    command = typer.main.get_command(app).commands["demo"]
+    parsed = command.make_context("demo", words[2:]).params  # parsed as the CLI would
+    assert (parsed["config"], parsed["sets"], parsed["port"]) == (params["config"], sets, 4321)
+    words = shlex.split(deployment)
+    assert words[0] == "PREFECT_API_URL=http://127.0.0.1:4321/api"
+    assert words[1:5] == ["prefect", "deployment", "run", "fame/full-pipeline"]
+    assert json.loads(words[words.index("--params") + 1]) == params
