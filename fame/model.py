@@ -81,6 +81,13 @@ class SeqRecModel(nn.Module):
         (B, T) describe packed rows (``fame.data.pack``). ``last_only`` runs the last block's
         queries at the final position only (T becomes 1): prediction needs nothing else.
         """
+        x, mask = self._backbone(seq, positions, segments)
+        return self.last(x, mask, last_only)
+
+    def _backbone(
+        self, seq: torch.Tensor, positions: torch.Tensor | None, segments: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The B-1 standard blocks: (the last block's input X (B, T, d), the attention mask)."""
         T, L = seq.shape[1], self.cfg.max_len
         if positions is None:
             if L < T:
@@ -90,7 +97,7 @@ class SeqRecModel(nn.Module):
         mask = attention_mask(seq, segments)
         for block in self.blocks:
             x = block(x, mask)
-        return self.last(x, mask, last_only)
+        return x, mask
 
     def gate_weights(self, heads: torch.Tensor) -> torch.Tensor:
         """g = softmax(W_g [F^1 ‖ … ‖ F^H] + b_g): (..., H); uniform when the gate is off."""
@@ -141,6 +148,24 @@ class SeqRecModel(nn.Module):
         sub = self.item_sub_embeddings()  # (H, |V|+1, d')
         scores = torch.einsum("bhk,hvk->bhv", out[:, :, 0], sub)
         return scores, self.gate_weights(out)[:, -1]
+
+    def explain(
+        self, seq: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Why FAME scores ``items`` (B, k) after ``seq`` as it does, at the last position:
+        per-head scores s^h_v = <F^h_t, E[v] W_f^h> (B, k, H), the gate g (B, H), and each
+        head's router weights β^h over its experts (B, H, N). Σ_h g_h s^h_v is the score.
+
+        Only the k asked-for items are scored per head (no B × H × |V| tensor).
+        """
+        if self.cfg.name != "fame":
+            raise ValueError("per-head explanations exist for FAME only")
+        x, mask = self._backbone(seq, None, None)
+        beta = self.last.route(self.last.expert_outputs(x, mask, last_only=True))  # (B, H, 1, N)
+        out = self.last(x, mask, last_only=True)  # (B, H, 1, d')
+        sub = torch.einsum("bkd,hdc->bkhc", self.item_emb(items), self.facet_proj)  # (B, k, H, d')
+        per_head = torch.einsum("bhc,bkhc->bkh", out[:, :, 0], sub)
+        return per_head, self.gate_weights(out)[:, -1], beta[:, :, 0]
 
     @torch.no_grad()
     def load_item_init(

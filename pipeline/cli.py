@@ -195,35 +195,127 @@ def sql(
         fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
 
 
+RunOpt = Annotated[
+    str | None,
+    typer.Option("--run", help="a run id, or 'latest'; default: the run that trained --config"),
+]
+ArtifactsOpt = Annotated[
+    Path | None, typer.Option("--artifacts", help="artifact root (default: the config's)")
+]
+
+
+def _open(run_id: str | None, config: str, sets, data_dir, artifacts: Path | None):
+    """The run to use: ``--run`` (by id, wherever the raw data now is), else the config's."""
+    from pipeline import api
+
+    try:
+        if run_id:
+            return api.open_run(
+                run_id, artifacts=artifacts or load(config, sets, data_dir).artifacts_dir()
+            )
+        cfg = load(config, sets, data_dir)
+        if artifacts:
+            cfg.paths.artifacts = str(artifacts)
+        run, how = api.open_config(cfg, config)
+        display.say(f"model: {how}", stderr=True)
+        return run
+    except PipelineError as exc:
+        fail(exc)
+        raise  # unreachable
+
+
 def recommend(
-    user: Annotated[str, typer.Option("--user", "-u", help="the user's id in the source data")],
+    user: Annotated[
+        list[str] | None, typer.Option("--user", "-u", help="a user's source id (repeatable)")
+    ] = None,
+    items: Annotated[
+        str | None,
+        typer.Option("--items", help="a new sequence instead: comma-separated source item ids"),
+    ] = None,
     k: Annotated[int, typer.Option("-k", help="number of items")] = 10,
-    explain: Annotated[bool, typer.Option(help="FAME: show the gate and per-head scores")] = False,
+    explain: Annotated[
+        bool, typer.Option(help="FAME: per-head contributions (named by facet), gate, router")
+    ] = False,
+    run_id: RunOpt = None,
+    artifacts: ArtifactsOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
     config: ConfigOpt = "ml-100k",
     sets: SetOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Recommend the top-k unseen items for a user with the config's trained model."""
-    from pipeline.recommend import recommend as do_recommend
-    from pipeline.recommend import source_ids
-
-    cfg = load(config, sets, data_dir)
+    """Top-k next items for users (their whole history, seen items removed under the primary
+    protocol) or for a new item sequence, from a trained run."""
+    if bool(user) == bool(items):
+        fail(PipelineError("give --user ID (repeatable) or --items A,B,C, not both"))
+    run = _open(run_id, config, sets, data_dir, artifacts)
     try:
-        rec = do_recommend(cfg, user, k, explain)
+        if items:
+            frame = run.recommend_sequence(items.split(","), k, explain=explain)
+        else:
+            frame = run.recommend(user, k, explain=explain)
     except PipelineError as exc:
         fail(exc)
         return
-    columns = ["rank", "item_id", "source_id", "title", "score"]
-    if rec.head_scores:
-        columns += [f"head{h} (g={rec.gate[h]:.2f})" for h in range(len(rec.gate))]
+    c = run.config
+    title = f"top-{k} ({c.data.name}, {c.model.name}, run {run.run_id})"
+    if fmt != "table" or not explain:
+        _show_frame(frame, fmt, title)
+        return
+    # a table per concern: the per-head contributions beside the items, then gate and router
+    who = frame.columns[0]
+    per_query = [c for c in frame.columns if c.startswith(("gate ", "expert "))]
+    _show_frame(frame.drop(columns=per_query), fmt, title + ": score = sum of the head columns")
     rows = []
-    for i, (item, src, title, score) in enumerate(
-        zip(rec.items, source_ids(cfg, rec.items), rec.titles, rec.scores, strict=True), 1
-    ):
-        extra = [f"{s:.3f}" for s in rec.head_scores[i - 1]] if rec.head_scores else []
-        rows.append([i, item, src, title or "", f"{score:.3f}", *extra])
-    title = f"top-{k} for user {user} ({cfg.data.name}, {cfg.model.name})"
-    display.show(display.table(columns, rows, title=title))
+    for name in run.head_names:
+        part = frame.drop_duplicates(who)[
+            [who, f"gate {name}", f"expert {name}", f"expert weight {name}"]
+        ]
+        rows += [[q, name, g, f"expert {e}", w] for q, g, e, w in part.itertuples(index=False)]
+    header = [who, "head", "gate g_h", "router's top expert", "its weight"]
+    _show_frame(
+        pd_frame(rows, header).sort_values([who], kind="stable"), fmt, "gate and router per head"
+    )
+
+
+def export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="file to write: .parquet or .csv")],
+    k: Annotated[int, typer.Option("-k", help="items per user")] = 10,
+    run_id: RunOpt = None,
+    artifacts: ArtifactsOpt = None,
+    config: ConfigOpt = "ml-100k",
+    sets: SetOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Write the top-k recommendations of every user to Parquet or CSV (user, rank, item,
+    title, score), in chunks of users."""
+    run = _open(run_id, config, sets, data_dir, artifacts)
+    try:
+        path = run.export(out, k)
+    except PipelineError as exc:
+        fail(exc)
+        return
+    display.say(f"wrote {path} (top-{k} of every user, run {run.run_id})")
+
+
+def pd_frame(rows: list[list], columns: list[str]):
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _show_frame(frame, fmt: str, title: str) -> None:
+    if fmt == "csv":
+        sys.stdout.write(frame.to_csv(index=False))
+    elif fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", indent=1) + "\n")
+    elif fmt == "table":
+        cells = [
+            [f"{v:.3f}" if isinstance(v, float) else ("" if v is None else v) for v in row]
+            for row in frame.itertuples(index=False)
+        ]
+        display.show(display.table(list(frame.columns), cells, title=title))
+    else:
+        fail(PipelineError(f"unknown --format {fmt!r}; use table, csv or json"))
 
 
 def show_config(
@@ -351,6 +443,7 @@ def make_app(run_command: Callable[..., None] = run) -> typer.Typer:
         app.command(name=name)(_stage_command(name, stage.SUMMARY))
     app.command(help=SQL_HELP)(sql)
     app.command()(recommend)
+    app.command()(export)
     app.command("config")(show_config)
     app.add_typer(data_app, name="data")
     return app

@@ -241,7 +241,7 @@ class PathsConfig(Strict):
 MOVED_TO_EVALUATE = {"ks": "ks", "eval_batch_size": "batch_size"}
 
 
-def _move_eval_fields(data: Any) -> Any:
+def _move_eval_fields(data: Any, warn: bool = True) -> Any:
     """``train.ks``/``train.eval_batch_size`` -> ``evaluate.ks``/``evaluate.batch_size``;
     ``train.exclude_history = false`` -> ``keep_history`` first in ``evaluate.protocols``."""
     if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
@@ -258,11 +258,12 @@ def _move_eval_fields(data: Any) -> Any:
         primary = "exclude_history" if train.pop("exclude_history") else "keep_history"
         protocols = list(evaluate.get("protocols", ["exclude_history", "keep_history"]))
         evaluate["protocols"] = [primary, *(p for p in protocols if p != primary)]
-    logging.getLogger("fame").warning(
-        "config: %s moved to [evaluate] (ks, batch_size; the first of evaluate.protocols is the "
-        "one early stopping uses); read as such",
-        ", ".join(f"train.{f}" for f in moved),
-    )
+    if warn:
+        logging.getLogger("fame").warning(
+            "config: %s moved to [evaluate] (ks, batch_size; the first of evaluate.protocols is the "
+            "one early stopping uses); read as such",
+            ", ".join(f"train.{f}" for f in moved),
+        )
     return {**data, "train": train, "evaluate": evaluate}
 
 
@@ -279,8 +280,9 @@ class RunConfig(Strict):
 
     @model_validator(mode="before")
     @classmethod
-    def _moved(cls, data: Any) -> Any:
-        return _move_eval_fields(data)
+    def _moved(cls, data: Any, info: ValidationInfo) -> Any:
+        """Old field names; quiet for configs recorded by earlier runs (context quiet=True)."""
+        return _move_eval_fields(data, warn=not (info.context or {}).get("quiet"))
 
     @field_validator("pretrain", "facets", mode="wrap")
     @classmethod
@@ -332,7 +334,7 @@ class RunConfig(Strict):
     def artifacts_dir(self) -> Path:
         if self.paths.artifacts:
             return Path(self.paths.artifacts).expanduser().resolve()
-        return Path(os.environ.get("FAME_HOME", "artifacts")).expanduser().resolve()
+        return default_artifacts_dir()
 
     def section(self, name: str) -> Any:
         """A section as plain JSON-able data (what stage keys hash)."""
@@ -342,6 +344,11 @@ class RunConfig(Strict):
 DATA_DIR_ORDER = (
     "--data-dir (paths.data_dir), else $FAME_DATA_DIR, else ../shared/data, else ./data"
 )
+
+
+def default_artifacts_dir() -> Path:
+    """The artifact root when a config names none: $FAME_HOME, else ./artifacts."""
+    return Path(os.environ.get("FAME_HOME", "artifacts")).expanduser().resolve()
 
 
 def default_data_dir() -> Path:

@@ -31,6 +31,6 @@ def initial_item_table(
         vec = (slices * (init_std / np.maximum(std, 1e-12))).reshape(len(vec), -1)
     gen = torch.Generator().manual_seed(seed)
     table = torch.randn(num_items + 1, vec.shape[1], generator=gen) * init_std  # (|V|+1, d)
-    table[torch.as_tensor(np.asarray(ids))] = torch.tensor(vec, dtype=torch.float32)
+    table[torch.tensor(ids, dtype=torch.long)] = torch.tensor(vec, dtype=torch.float32)
     table[0] = 0
     return table

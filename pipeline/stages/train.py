@@ -18,7 +18,7 @@ from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig, selection_f
 from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
-from pipeline.stages.base import UNLISTED, StageOutput, drop_at_default
+from pipeline.stages.base import RESULT, StageOutput, drop_at_default
 
 if TYPE_CHECKING:
     import torch
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
 NAME = "train"
 VERSION = "1"
 SUMMARY = "Train FAME or SASRec with early stopping, then evaluate on the test split."
-TABLES = {"history": UNLISTED}  # the checkpoint is a folder beside it (``artifacts.CHECKPOINT``)
+TABLES = {
+    "history": RESULT
+}  # per-epoch curves; the checkpoint is a folder beside it (``CHECKPOINT``)
 log = logging.getLogger("fame")
 NOT_IN_KEY = SPEED_FIELDS  # TrainConfig fields that change speed or reporting, not the weights
 # ModelConfig fields added after artifacts were first written: at their default they are left

@@ -211,3 +211,26 @@ def test_top_k_router_matches_a_masked_softmax(k):
 def test_router_top_k_is_checked_against_the_expert_count():
     with pytest.raises(ValueError, match="router_top_k"):
         ModelConfig(experts=2, router_top_k=3)
+
+
+def test_explain_adds_up_to_the_score_and_matches_head_scores():
+    """FAME's explanation: Σ_h g_h s^h_v equals the fused score; per-head scores of the asked
+    items equal head_scores' columns; router weights are distributions over the experts."""
+    torch.manual_seed(0)
+    model = SeqRecModel(ModelConfig(name="fame", d=16, heads=4, experts=3, max_len=8), 30).eval()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 5, 6, 7, 9]])
+    items = torch.tensor([[1, 5, 29], [2, 2, 10]])
+    with torch.no_grad():
+        per_head, gate, beta = model.explain(seq, items)
+        full, g = model.head_scores(seq)
+        scores = model.score(seq)
+    assert per_head.shape == (2, 3, 4) and gate.shape == (2, 4) and beta.shape == (2, 4, 3)
+    torch.testing.assert_close(gate, g)
+    torch.testing.assert_close(
+        per_head, torch.gather(full, 2, items[:, None].expand(-1, 4, -1)).transpose(1, 2)
+    )
+    torch.testing.assert_close((per_head * gate[:, None]).sum(-1), torch.gather(scores, 1, items))
+    torch.testing.assert_close(beta.sum(-1), torch.ones(2, 4))
+    sasrec = SeqRecModel(ModelConfig(name="sasrec", d=16, heads=4, max_len=8), 30)
+    with pytest.raises(ValueError, match="FAME only"):
+        sasrec.explain(seq, items)

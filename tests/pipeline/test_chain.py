@@ -9,7 +9,6 @@ from fame.metrics import metrics_from_ranks
 from pipeline.artifacts import facet_labels, split_data, trained_model
 from pipeline.config import load_config
 from pipeline.errors import PipelineError
-from pipeline.recommend import recommend
 from pipeline.runner import run_pipeline
 from pretrain.facets import FacetError
 from storage import query
@@ -99,13 +98,17 @@ def test_full_chain_then_cached(slice_cfg, artifacts):
     assert len(rows) == 4 * 4 and sum(r[3] for r in rows) == 4
     _check_alignment(ctx, rows)
 
-    rec = recommend(slice_cfg(), "1", k=10, explain=True)
-    assert len(rec.items) == 10 and not set(rec.items) & set(rec.history)
-    assert rec.scores == sorted(rec.scores, reverse=True)
-    fused = [sum(g * h for g, h in zip(rec.gate, heads, strict=True)) for heads in rec.head_scores]
-    assert np.allclose(fused, rec.scores, atol=1e-4)  # explanation adds up to the score
+    from pipeline import api
+
+    run, how = api.open_config(slice_cfg(), "ml-100k")  # the config's own run, by its train key
+    assert run.run_id == ctx.run_id and "this config" in how
+    rec = run.recommend(["1"], k=10, explain=True)
+    assert len(rec) == 10 and not set(rec["item"]) & set(run.history_of(["1"])[0])
+    assert rec["score"].is_monotonic_decreasing
+    fused = rec[run.head_names].sum(axis=1)
+    assert np.allclose(fused, rec["score"], atol=1e-4)  # explanation adds up to the score
     with pytest.raises(PipelineError, match="unknown user"):
-        recommend(slice_cfg(), "999999")
+        run.recommend(["999999"])
 
     again = run_pipeline(slice_cfg(), progress=False)
     assert [r.skipped for r in again.results.values()] == [True] * 5
