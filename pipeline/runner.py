@@ -211,9 +211,11 @@ def _execute(ctx: RunContext, name: str, refs: Mapping[str, StageRef]) -> StageR
 def _upstream_artifact(ctx: RunContext, name: str, key: str) -> Artifact:
     art = ctx.store.get(name, key)
     if art is None:
+        config = ctx.config_name or "<config>"
         raise PipelineError(
-            f"stage {name!r} has no artifact for this config (key {key}); "
-            f"run it first, e.g. `fame run <config> --stages {name}`"
+            f"stage {name!r} has no artifact for this config (key {key}); compute it first "
+            f"with the same options, e.g. `fame run --config {config} --stages {name}` plus "
+            "your --set/--data-dir options (or a plain `fame run`, which runs what is missing)"
         )
     return art
 
