@@ -21,7 +21,7 @@ import typer
 from flows.state import DEFAULT_PORT, state_dir
 from pipeline import cli as base
 from pipeline import display
-from pipeline.config import ConfigError, RunConfig, parse_overrides
+from pipeline.config import ConfigError, RunConfig, default_artifacts_dir, parse_overrides
 from pipeline.display import say
 from pipeline.errors import PipelineError
 
@@ -68,10 +68,11 @@ def run(
         return
     from flows.server import status
     from flows.state import use_prefect_env
+    from pipeline.runner import uncached
 
     server = status()
     url = use_prefect_env(server["port"] if server.get("healthy") else None)
-    if not url and not force and not _uncached(cfg, wanted):
+    if not url and not force and not uncached(cfg, wanted):
         say(
             "Prefect: every stage is cached, so no temporary server is started "
             "(`fame server start` to see runs in the UI)",
@@ -111,14 +112,14 @@ def _check_stages(
     """The stages to run; fails before any work when a ``--stages`` subset needs an upstream
     artifact the store lacks, naming the command that also computes it, with the user's
     options (``--set`` included)."""
-    from pipeline.runner import select_stages
+    from pipeline.runner import missing_upstream, select_stages
 
     try:
         wanted = select_stages(cfg, stages)
     except PipelineError as exc:
         base.fail(exc)
         raise  # unreachable
-    if missing := _missing_upstream(cfg, wanted):
+    if missing := missing_upstream(cfg, wanted):
         from pipeline.registry import ORDER
 
         rerun = [s for s in ORDER if s in wanted or s in missing]
@@ -142,34 +143,6 @@ def rerun_command(
     for item in sets or []:
         cmd += ["--set", item]
     return shlex.join([*cmd, "--stages", ",".join(stages)])
-
-
-def _missing_upstream(cfg: RunConfig, wanted: list[str]) -> list[str]:
-    """Stages outside ``wanted`` whose artifact ``wanted`` needs (directly or through another
-    missing one) and the store does not hold, in DAG order."""
-    from pipeline.registry import ORDER, upstream_of
-    from pipeline.runner import plan_keys
-    from storage import ArtifactStore
-
-    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
-    need = set(wanted)
-    for name in reversed(ORDER):  # a missing upstream's own upstreams are visited after it
-        if name in need:
-            need.update(
-                up
-                for up in upstream_of(name, cfg)
-                if up not in need and store.get(up, keys[up]) is None
-            )
-    return [s for s in ORDER if s in need and s not in wanted]
-
-
-def _uncached(cfg: RunConfig, wanted: list[str]) -> list[str]:
-    """The stages of ``wanted`` whose artifact for this config is not in the store."""
-    from pipeline.runner import plan_keys
-    from storage import ArtifactStore
-
-    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
-    return [s for s in wanted if store.get(s, keys[s]) is None]
 
 
 def _version(value: bool) -> None:
@@ -241,20 +214,8 @@ def _print_result(result: dict) -> None:
         if (aligned := alignment_table(root, ev["key"])) is not None:
             display.show(aligned)
     root = Path(result["catalog"]).parent
-    say(f'catalog: {result["catalog"]}  (try: fame sql{_root_opt(root)} "select * from stages")')
-
-
-def _default_root() -> Path:
-    """The artifact root ``fame sql`` reads without ``--artifacts``."""
-    return Path(os.environ.get("FAME_HOME", "artifacts"))
-
-
-def _root_opt(root: Path) -> str:
-    """`` --artifacts ROOT`` when ``fame sql`` would not find ``root`` by default."""
-    return (
-        ""
-        if root.resolve() == _default_root().resolve()
-        else f" --artifacts {shlex.quote(str(root))}"
+    say(
+        f'catalog: {result["catalog"]}  (try: fame sql{base.root_opt(root)} "select * from stages")'
     )
 
 
@@ -269,7 +230,7 @@ def catalog_rebuild(
     from pipeline.registry import VIEWS
     from storage import query, refresh_catalog
 
-    root = artifacts or _default_root()
+    root = artifacts or default_artifacts_dir()
     if not root.is_dir():
         base.fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
     path = refresh_catalog(root, VIEWS)
@@ -437,7 +398,7 @@ def demo(
     from pipeline.runner import plan_keys
 
     root = cfg.artifacts_dir()
-    catalog, opt = root / "catalog.duckdb", _root_opt(root)
+    catalog, opt = root / "catalog.duckdb", base.root_opt(root)
     _print_latest_run(root)
     evaluate_key = plan_keys(cfg)[TARGET]
     display.show(metrics_table(root, evaluate_key))

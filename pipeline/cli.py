@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Annotated
 import typer
 
 from pipeline import display
-from pipeline.config import ConfigError, RunConfig, SynthConfig, load_config
+from pipeline.config import ConfigError, RunConfig, SynthConfig, default_artifacts_dir, load_config
 from pipeline.errors import PipelineError
 from pipeline.registry import ORDER, STAGES, TARGET, VIEWS
 
@@ -102,8 +103,16 @@ def _print_stage_table(ctx) -> None:
         if (aligned := alignment_table(ctx.store.root, ctx.results[TARGET].key)) is not None:
             display.show(aligned)
     display.say(
-        f'catalog: {ctx.store.root / "catalog.duckdb"}  (try: fame sql "select * from stages")'
+        f"catalog: {ctx.store.root / 'catalog.duckdb'}  "
+        f'(try: fame sql{root_opt(ctx.store.root)} "select * from stages")'
     )
+
+
+def root_opt(root: Path) -> str:
+    """`` --artifacts ROOT`` when ``fame sql`` would not find ``root`` by default."""
+    if root.resolve() == default_artifacts_dir():
+        return ""
+    return f" --artifacts {shlex.quote(str(root))}"
 
 
 def run(

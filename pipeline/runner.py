@@ -55,6 +55,27 @@ def plan_keys(cfg: RunConfig) -> dict[str, str]:
     return keys
 
 
+def missing_upstream(cfg: RunConfig, wanted: list[str]) -> list[str]:
+    """Stages outside ``wanted`` whose artifact ``wanted`` needs (directly or through another
+    missing one) and the store does not hold, in DAG order."""
+    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
+    need = set(wanted)
+    for name in reversed(ORDER):  # a missing upstream's own upstreams are visited after it
+        if name in need:
+            need.update(
+                up
+                for up in upstream_of(name, cfg)
+                if up not in need and store.get(up, keys[up]) is None
+            )
+    return [s for s in ORDER if s in need and s not in wanted]
+
+
+def uncached(cfg: RunConfig, wanted: list[str]) -> list[str]:
+    """The stages of ``wanted`` whose artifact for this config is not in the store."""
+    keys, store = plan_keys(cfg), ArtifactStore(cfg.artifacts_dir())
+    return [s for s in wanted if store.get(s, keys[s]) is None]
+
+
 def needed_stages(cfg: RunConfig) -> list[str]:
     """The stages a full run of this config needs (encode/pretrain only if the init uses them)."""
     need = {TARGET}
