@@ -454,6 +454,9 @@ def make_app(run_command: Callable[..., None] = run) -> typer.Typer:
     app.command()(recommend)
     app.command()(export)
     app.command("config")(show_config)
+    from pipeline.run_report import report_command  # it imports this module's helpers lazily
+
+    app.command("report")(report_command)
     app.add_typer(data_app, name="data")
     return app
 
