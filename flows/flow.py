@@ -17,10 +17,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NONE
 from prefect.deployments.runner import EntrypointType
 from prefect.logging.handlers import APILogHandler
@@ -169,7 +170,7 @@ def fame(
             r.seconds,
             r.wall_seconds,
         )
-    _publish(ctx, catalog)
+    _publish(ctx, catalog, _report(ctx) if TARGET in ctx.results else None)
     return {
         "run_id": ctx.run_id,
         "catalog": str(catalog),
@@ -186,8 +187,28 @@ def fame(
     }
 
 
-def _publish(ctx: RunContext, catalog) -> None:
-    """The run summary as a Prefect markdown artifact (key ``fame-run``): timings, metrics."""
+def _report(ctx: RunContext) -> Path | None:
+    """The run's HTML report (``fame report``), linked as the artifact ``fame-report``. A
+    failure is logged, not raised: the pipeline run itself succeeded."""
+    from pipeline.run_report import write_run_report
+
+    try:
+        path = write_run_report(ctx)
+    except Exception as exc:  # noqa: BLE001 - a report must not fail a finished run
+        get_run_logger().warning("no run report: %s: %s", type(exc).__name__, exc)
+        return None
+    create_link_artifact(
+        link=path.as_uri(),
+        link_text=path.name,
+        key="fame-report",
+        description=f"fame run {ctx.run_id}: self-contained HTML report (curves, metrics, gate)",
+    )
+    return path
+
+
+def _publish(ctx: RunContext, catalog, report: Path | None = None) -> None:
+    """The run summary as a Prefect markdown artifact (key ``fame-run``): timings, metrics,
+    where the HTML report is."""
     cfg = ctx.config
     body = [
         f"# fame run `{ctx.run_id}` ({cfg.data.name}, {cfg.model.name}, init={cfg.init.method})",
@@ -206,6 +227,11 @@ def _publish(ctx: RunContext, catalog) -> None:
             "## Metrics (full ranking)",
             "",
             metrics_markdown(ctx.store.root, ctx.results[TARGET].key),
+            "",
+        ]
+    if report is not None:
+        body += [
+            f"Report: `{report}` (open it in a browser; `fame report --run ID` rewrites it).",
             "",
         ]
     body.append(

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from pipeline.api import Run
+    from pipeline.context import RunContext
 
 REPORTS = "_reports"  # under the artifact root: '_' folders are neither stages nor swept
 BINS = 40  # histogram bins of the gate and router distributions
@@ -603,6 +604,16 @@ def write_report(runs: Sequence[Run], path: str | Path | None = None) -> Path:
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(path)
     return path
+
+
+def write_run_report(ctx: RunContext) -> Path:
+    """The report of a pipeline run just finished, at ``report_path``: the stages a subset did
+    not run are read at the run's planned keys (the store holds them: its upstream used them)."""
+    from pipeline.api import Run
+
+    record = next(r for r in ctx.store.records("runs") if r["run_id"] == ctx.run_id)
+    keys = {**ctx.keys, **{name: res.key for name, res in ctx.results.items()}}
+    return write_report([Run(ctx.store, record, keys)])
 
 
 # -- command line ------------------------------------------------------------------------------

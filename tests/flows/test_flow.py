@@ -65,8 +65,15 @@ def test_first_run_computes_every_stage_then_all_are_skipped(run, flow_store):
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fame-run"])),
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
         )
+        (report,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fame-report"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
     assert "| exclude_history | test |" in artifact.data
     assert str(flow_store / "catalog.duckdb") in artifact.data
+    page = flow_store / "_reports" / f"{first['run_id']}.html"  # the run's HTML report
+    assert f"Report: `{page}`" in artifact.data and page.as_uri() in report.data
+    assert "Gate and router over the test users" in page.read_text()
 
     second, _ = run()
     assert statuses(flow_store, second["run_id"]) == dict.fromkeys(STAGES, "skipped")
