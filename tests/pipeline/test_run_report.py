@@ -244,3 +244,14 @@ def test_bin_edges_widen_a_constant():
     edges = bin_edges(np.full(5, 0.25))
     assert len(edges) == 41 and edges[0] < 0.25 < edges[-1]
     assert np.histogram(np.full(5, 0.25), edges)[0].sum() == 5
+
+
+def test_report_of_a_stage_subset_reads_the_planned_keys(runs):
+    """A run of `evaluate` alone recorded no train stage: its report still finds the model."""
+    from pipeline.run_report import write_run_report
+    from pipeline.runner import run_pipeline
+
+    ctx = run_pipeline(runs[0].config, ["evaluate"], progress=False)
+    assert set(ctx.results) == {"evaluate"}
+    page = write_run_report(ctx).read_text()
+    assert f"curves-{ctx.run_id}" in page and f"gate-{ctx.run_id}" in page
