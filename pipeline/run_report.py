@@ -290,6 +290,7 @@ td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
 td.best{font-weight:700;color:#0b6e4f} thead th{background:#f0f4f8}
 p.note{color:#52606d;font-size:.9em;max-width:1000px;margin:4px 0}
 div.na{background:#fffbea;border-left:4px solid #f0b429;padding:10px 14px;margin:10px 0}
+table.config-diff td{white-space:normal;overflow-wrap:anywhere;max-width:520px}
 nav a{margin-right:14px} .fig{width:100%}
 """
 RENDER = """
@@ -409,7 +410,7 @@ def routing_html(run: Run, rt: Routing | None) -> str:
             "see them.</div>"
         )
     U, H, N = rt.router.shape
-    top_head = np.bincount(rt.gate.argmax(1), minlength=H) / U
+    top_head = np.bincount(rt.gate.argmax(1), minlength=H) / U  # share of users; gate off: ties
     top_expert = rt.router.argmax(2)  # (U, H)
     rows = []
     for h, name in enumerate(rt.heads):
@@ -417,7 +418,8 @@ def routing_html(run: Run, rt: Routing | None) -> str:
         means = " / ".join(f"{m:.3f}" for m in rt.router[:, h].mean(0))
         rows.append(
             f"<td>{_e(name)}</td>{_num(rt.gate[:, h].mean(), 4)}{_num(rt.gate[:, h].std(), 4)}"
-            f"{_num(top_head[h], 3)}<td class='num'>{means}</td>"
+            f"{_num(top_head[h], 3) if run.config.model.gate else '<td>-</td>'}"
+            f"<td class='num'>{means}</td>"
             f"{_num(rt.router[:, h].max(1).mean(), 3)}"
             f"<td class='num'>expert {int(share.argmax())} ({share.max():.0%})</td>"
         )
