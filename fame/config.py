@@ -89,6 +89,10 @@ class TrainConfig:
         4096  # positions per logits chunk (and at most 2^25 logits): bounds memory
     )
     eval_every: PosInt = 1  # epochs between two valid evaluations (early stopping)
+    # data-parallel processes under torchrun (gloo on CPU, nccl on CUDA), each training on a
+    # disjoint shard of every batch; 1 = this process. Results depend on it (dropout and
+    # negative sampling draw per process), so it is part of the train key when > 1.
+    nproc: PosInt = 1
 
 
 Protocol = Literal["exclude_history", "keep_history"]
@@ -124,6 +128,9 @@ class EvalConfig:
     @property
     def primary(self) -> Protocol:
         return self.protocols[0]
+
+
+TRAIN_KEY_ONLY_IF_SET = {"nproc": 1}  # TrainConfig fields added later: in keys only when set
 
 
 def selection_fields(spec: EvalConfig) -> dict:

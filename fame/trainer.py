@@ -22,12 +22,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from fame.config import SPEED_FIELDS, EvalConfig, TrainConfig, selection_fields
+from fame.config import (
+    SPEED_FIELDS,
+    TRAIN_KEY_ONLY_IF_SET,
+    EvalConfig,
+    TrainConfig,
+    selection_fields,
+)
 from fame.data import Packed, SplitData, pack, train_batches
 from fame.device import resolve_device
 from fame.evaluate import evaluate
 from fame.losses import NextItemLoss, make_loss
 from fame.model import SeqRecModel
+from fame.shard import Shard
 from storage.atomic import atomic_write_bytes
 
 LAST = "last.pt"
@@ -196,24 +203,45 @@ def train_epoch(
     shuffle_gen: torch.Generator,
     device: torch.device,
     bar: tqdm,
+    shard: Shard | None = None,
+    net: torch.nn.Module | None = None,
 ) -> float:
-    """One pass over every user's train sequence; the mean loss over all trained positions."""
+    """One pass over every user's train sequence; the mean loss over all trained positions.
+
+    With a ``shard`` (data-parallel), every rank draws the same global batch and trains on its
+    rows through ``net`` (the model under DDP); its mean loss is weighted by its share of the
+    batch's positions, so DDP's average of the ranks' gradients is the gradient of the global
+    mean: the same step as one process on the whole batch.
+    """
     model.train()
+    net = net or model
     amp = cfg.amp and device.type == "cuda"
     total, count = 0.0, 0
     for inp, tgt in train_batches(data, model.cfg.max_len, cfg.batch_size, shuffle_gen):
+        weight = 1.0
+        if shard is not None:
+            positions = int((tgt > 0).sum())  # of the global batch
+            rows = shard.rows(len(tgt))
+            if rows.start == rows.stop:  # a last batch smaller than the world: run, weigh 0
+                rows, positions = slice(0, 1), 0
+            inp, tgt = inp[rows], tgt[rows]
         b = Packed(*(t.to(device) for t in pack(inp, tgt, model.cfg.max_len)))
         mask = b.targets > 0
+        n = int(mask.sum())
+        if shard is not None:
+            weight = n * shard.world / positions if positions else 0.0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            u = model(b.items, positions=b.positions, segments=b.segments)[mask]  # (P, d)
+            u = net(b.items, positions=b.positions, segments=b.segments)[mask]  # (P, d)
             loss = loss_fn(u, b.targets[mask], model.item_embeddings())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight if shard is not None else loss).backward()
         opt.step()
-        n = int(mask.sum())
-        total, count = total + loss.item() * n, count + n
+        if weight:
+            total, count = total + loss.item() * n, count + n
         bar.update()
         bar.set_postfix(loss=f"{total / max(count, 1):.4f}")
+    if shard is not None:
+        total, count = shard.all_sum(total, count)
     return total / max(count, 1)
 
 
@@ -227,6 +255,7 @@ def fit(
     freeze_item_epochs: int = 0,
     fresh: bool = False,
     spec: EvalConfig | None = None,
+    shard: Shard | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -243,20 +272,15 @@ def fit(
     ``freeze_item_epochs``: the item table E gets no update in the first that many epochs
     (a pre-trained E is kept while the rest of the model adapts to it), then trains as usual.
     ``spec``: the evaluation spec; early stopping ranks under its primary protocol.
+    ``shard``: this process's rank in a data-parallel job (``fame.distributed``); rank 0 holds
+    the lock, evaluates and saves, and its model ends with the best weights.
     """
     work_dir = Path(work_dir)
+    args = (model, data, cfg, spec or EvalConfig(), work_dir, progress, fail_at_epoch)
+    if shard is not None and not shard.main:  # rank 0's lock covers the job
+        return _fit_locked(*args, freeze_item_epochs, fresh, shard)
     with resume_lock(work_dir):
-        return _fit_locked(
-            model,
-            data,
-            cfg,
-            spec or EvalConfig(),
-            work_dir,
-            progress,
-            fail_at_epoch,
-            freeze_item_epochs,
-            fresh,
-        )
+        return _fit_locked(*args, freeze_item_epochs, fresh, shard)
 
 
 def _fit_locked(
@@ -269,16 +293,25 @@ def _fit_locked(
     fail_at_epoch: int | None,
     freeze_item_epochs: int,
     fresh: bool,
+    shard: Shard | None,
 ) -> FitResult:
     device = resolve_device(cfg.device)
     model.to(device)
+    main = shard is None or shard.main
     params = [p for p in model.parameters() if p.requires_grad]
     fingerprint = _fingerprint(model, data, cfg, spec, freeze_item_epochs)
     last = work_dir / LAST
-    if fresh and last.is_file():
+    if fresh and last.is_file() and main:
         log.info("discarding resume state %s: a forced train starts from scratch", last)
         last.unlink()
-    loop, resumed_from = _resume_or_start(model, cfg, params, device, last, fingerprint)
+    if main:
+        loop, resumed_from = _resume_or_start(model, cfg, params, device, last, fingerprint)
+    if shard is not None:  # the others follow rank 0's decision (it may have discarded last)
+        resumed_from = shard.broadcast(resumed_from if main else None)
+        if not main:
+            loop = _start(model, cfg, params, device, rank=shard.rank)
+            if resumed_from is not None:
+                _restore(model, loop, last, fingerprint, rank=shard.rank)
     state = loop.state
 
     n_batches = -(-int((np.diff(data.offsets) >= 2).sum()) // cfg.batch_size)
@@ -291,25 +324,36 @@ def _fit_locked(
             # no grad -> AdamW leaves E, its moments and its weight decay untouched this epoch
             model.item_emb.weight.requires_grad_(epoch > freeze_item_epochs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, dynamic_ncols=True)
-        loss = train_epoch(model, data, cfg, loop.opt, loop.loss_fn, loop.shuffle_gen, device, bar)
+        net = shard.wrap(model) if shard is not None else model  # DDP over what trains now
+        loss = train_epoch(
+            model, data, cfg, loop.opt, loop.loss_fn, loop.shuffle_gen, device, bar, shard, net
+        )
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         row["train_seconds"] = time.perf_counter() - t0
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
             t1 = time.perf_counter()
-            valid = _validate(model, data, cfg, spec, device, state, epoch)
-            row.update(valid=valid, eval_seconds=time.perf_counter() - t1)
-            bar.set_postfix(  # a dict keeps this order; keyword arguments get sorted
-                {"loss": f"{loss:.4f}", **{f"valid {k}": f"{valid[k]:.4f}" for k in SHOWN}}
-            )
+            if main:
+                valid = _validate(model, data, cfg, spec, device, state, epoch)
+                row.update(valid=valid, eval_seconds=time.perf_counter() - t1)
+                bar.set_postfix(  # a dict keeps this order; keyword arguments get sorted
+                    {"loss": f"{loss:.4f}", **{f"valid {k}": f"{valid[k]:.4f}" for k in SHOWN}}
+                )
+            if shard is not None:
+                state["done"] = shard.broadcast(state["done"])
         bar.close()
         row["seconds"] = time.perf_counter() - t0
         state["history"].append(row)
         state["epoch"] = epoch
         state["seconds"] = time.perf_counter() - start_time
         trained += 1
-        if not progress:
+        if not progress and main:
             log.info(_epoch_line(row))
-        _save_atomic(_resume_state(model, loop, fingerprint), last)
+        # every rank's generators go into rank 0's one file: a resume restores all or none
+        ranks = shard.gather(_rank_rng(loop)) if shard is not None else None
+        if main:
+            _save_atomic(_resume_state(model, loop, fingerprint, ranks), last)
+        if shard is not None:
+            shard.barrier()
         if fail_at_epoch is not None and epoch == fail_at_epoch:
             raise InjectedFailure(f"injected failure after epoch {epoch}")
 
@@ -356,7 +400,11 @@ def _fingerprint(
     model: SeqRecModel, data: SplitData, cfg: TrainConfig, spec: EvalConfig, freeze_item_epochs: int
 ) -> str:
     """What a resume state was trained with: a state saved under another one is not resumed."""
-    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in SPEED_FIELDS}
+    train = {
+        k: v
+        for k, v in dataclasses.asdict(cfg).items()
+        if k not in SPEED_FIELDS and TRAIN_KEY_ONLY_IF_SET.get(k, object()) != v
+    }
     train |= selection_fields(spec)
     return json.dumps(
         {
@@ -385,18 +433,33 @@ def _fresh_state() -> dict[str, Any]:
 
 
 def _start(
-    model: SeqRecModel, cfg: TrainConfig, params: list[torch.nn.Parameter], device: torch.device
+    model: SeqRecModel,
+    cfg: TrainConfig,
+    params: list[torch.nn.Parameter],
+    device: torch.device,
+    rank: int = 0,
 ) -> _Loop:
-    """Seeded optimizer, generators and loss at epoch 0."""
-    seed_everything(cfg.seed)
+    """Seeded optimizer, generators and loss at epoch 0. Every rank of a data-parallel job
+    shuffles alike (they cut the same global batches); dropout and negatives draw per rank."""
+    offset = 1_000_003 * rank
+    seed_everything(cfg.seed + offset)
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
-    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + offset)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     return _Loop(opt, shuffle_gen, sample_gen, make_loss(cfg, sample_gen), _fresh_state())
 
 
-def _resume_state(model: SeqRecModel, loop: _Loop, fingerprint: str) -> dict[str, Any]:
+def _rank_rng(loop: _Loop) -> dict[str, Any]:
+    """What differs between the ranks of a data-parallel job: their generators."""
+    return {"rng": _rng_state(), "sample_gen": loop.sample_gen.get_state()}
+
+
+def _resume_state(
+    model: SeqRecModel, loop: _Loop, fingerprint: str, ranks: list | None = None
+) -> dict[str, Any]:
+    extra = {"ranks": ranks} if ranks is not None else {}
     return {
+        **extra,
         "model": model.state_dict(),
         "optimizer": loop.opt.state_dict(),
         "state": loop.state,
@@ -440,8 +503,9 @@ def _resume_or_start(
     return loop, loop.state["epoch"]
 
 
-def _restore(model: SeqRecModel, loop: _Loop, last: Path, fingerprint: str) -> None:
-    """Load ``last`` into ``model`` and ``loop``; raises when it is not a state of this run."""
+def _restore(model: SeqRecModel, loop: _Loop, last: Path, fingerprint: str, rank: int = 0) -> None:
+    """Load ``last`` into ``model`` and ``loop`` (``rank``'s generators of a data-parallel
+    job); raises when it is not a state of this run."""
     saved = torch.load(last, map_location="cpu", weights_only=True)  # RNG states live on CPU
     # a state written before fingerprints existed is checked by its shapes alone
     if saved.get("fingerprint", fingerprint) != fingerprint:
@@ -451,8 +515,9 @@ def _restore(model: SeqRecModel, loop: _Loop, last: Path, fingerprint: str) -> N
     model.load_state_dict(saved["model"])
     loop.opt.load_state_dict(saved["optimizer"])
     loop.shuffle_gen.set_state(saved["shuffle_gen"])
-    loop.sample_gen.set_state(saved["sample_gen"])
-    _set_rng_state(saved["rng"])
+    own = saved["ranks"][rank] if "ranks" in saved else saved
+    loop.sample_gen.set_state(own["sample_gen"])
+    _set_rng_state(own["rng"])
     loop.state = saved["state"]
 
 

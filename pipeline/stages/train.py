@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fame.config import FAME_ONLY_FIELDS, SPEED_FIELDS, ModelConfig, selection_fields
+from fame.config import (
+    FAME_ONLY_FIELDS,
+    SPEED_FIELDS,
+    TRAIN_KEY_ONLY_IF_SET,
+    ModelConfig,
+    selection_fields,
+)
 from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
@@ -49,7 +55,7 @@ def upstream(cfg: RunConfig) -> list[str]:
 
 def key_config(cfg: RunConfig) -> dict:
     train = {k: v for k, v in cfg.section("train").items() if k not in NOT_IN_KEY}
-    train |= selection_fields(cfg.evaluate)
+    train = drop_at_default(train, TRAIN_KEY_ONLY_IF_SET) | selection_fields(cfg.evaluate)
     model = drop_at_default(cfg.section("model"), _MODEL_DEFAULTS)
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
@@ -83,6 +89,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     import torch
 
     from fame.checkpoint import save_checkpoint
+    from fame.distributed import fit_distributed
     from fame.model import SeqRecModel
     from fame.trainer import discard_resume_state, fit
 
@@ -96,16 +103,16 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         model.load_item_init(
             init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
         )
-    result = fit(
-        model,
-        data,
-        cfg.train,
-        work_dir(ctx),
-        progress=ctx.progress,
-        freeze_item_epochs=cfg.init.freeze_epochs,
-        fresh=NAME in ctx.force,  # a forced train retrains, whatever state a run left
-        spec=cfg.evaluate,
-    )
+    kwargs = {
+        "progress": ctx.progress,
+        "freeze_item_epochs": cfg.init.freeze_epochs,
+        "fresh": NAME in ctx.force,  # a forced train retrains, whatever state a run left
+        "spec": cfg.evaluate,
+    }
+    if cfg.train.nproc > 1:  # data-parallel under torchrun; rank 0 hands back the model
+        result = fit_distributed(model, data, cfg.train, work_dir(ctx), **kwargs)
+    else:
+        result = fit(model, data, cfg.train, work_dir(ctx), **kwargs)
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])
 
