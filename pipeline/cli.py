@@ -457,6 +457,9 @@ def make_app(run_command: Callable[..., None] = run) -> typer.Typer:
     from pipeline.run_report import report_command  # it imports this module's helpers lazily
 
     app.command("report")(report_command)
+    from pipeline.service_cli import serve_model  # it imports this module's options
+
+    app.command("serve-model")(serve_model)
     app.add_typer(data_app, name="data")
     return app
 
