@@ -443,13 +443,16 @@ def open_study(spec: SweepSpec, root: Path) -> Any:
     path = study_path(root, spec.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=spec.name,
         storage=f"sqlite:///{path}",
-        sampler=optuna.samplers.TPESampler(seed=spec.optuna.seed),
         direction="maximize",
         load_if_exists=True,
     )
+    # seeded afresh per resume, offset by the trials so far: the same seed again would draw
+    # the first trials' parameters again (and so only reuse them)
+    study.sampler = optuna.samplers.TPESampler(seed=spec.optuna.seed + len(study.trials))
+    return study
 
 
 def _optuna(sweep: _Sweep, parallel: int) -> dict[str, Any] | None:
