@@ -193,7 +193,7 @@ def _report(ctx: RunContext) -> Path | None:
     from pipeline.run_report import write_run_report
 
     try:
-        path = write_run_report(ctx)
+        path = _cached_report(ctx) or write_run_report(ctx)
     except Exception as exc:  # noqa: BLE001 - a report must not fail a finished run
         get_run_logger().warning("no run report: %s: %s", type(exc).__name__, exc)
         return None
@@ -204,6 +204,21 @@ def _report(ctx: RunContext) -> Path | None:
         description=f"fame run {ctx.run_id}: self-contained HTML report (curves, metrics, gate)",
     )
     return path
+
+
+def _cached_report(ctx: RunContext) -> Path | None:
+    """When every stage was found cached, the report an earlier run wrote of the same
+    evaluation (its content follows from the artifacts): a cached run then costs no model pass."""
+    if not all(r.skipped for r in ctx.results.values()):
+        return None
+    key = ctx.results[TARGET].key
+    runs = {
+        r["run_id"]
+        for r in ctx.store.records("stages")
+        if r["stage"] == TARGET and r["key"] == key and r["run_id"] != ctx.run_id
+    }
+    found = [p for p in (ctx.store.root / "_reports").glob("*.html") if p.stem in runs]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def _publish(ctx: RunContext, catalog, report: Path | None = None) -> None:

@@ -75,9 +75,16 @@ def test_first_run_computes_every_stage_then_all_are_skipped(run, flow_store):
     assert f"Report: `{page}`" in artifact.data and page.as_uri() in report.data
     assert "Gate and router over the test users" in page.read_text()
 
-    second, _ = run()
+    second, second_flow = run()
     assert statuses(flow_store, second["run_id"]) == dict.fromkeys(STAGES, "skipped")
     assert all(s["skipped"] for s in second["stages"].values())
+    with get_client(sync_client=True) as client:  # a cached run links the same evaluation's page
+        (again,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fame-report"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[second_flow])),
+        )
+    assert page.as_uri() in again.data
+    assert not (flow_store / "_reports" / f"{second['run_id']}.html").exists()
     assert {s: v["key"] for s, v in second["stages"].items()} == {
         s: v["key"] for s, v in first["stages"].items()
     }
