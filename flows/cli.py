@@ -180,15 +180,17 @@ catalog_app = typer.Typer(no_args_is_help=True, help="The DuckDB catalog over th
 app.add_typer(catalog_app, name="catalog")
 
 
-def _start_guarded_ephemeral_server() -> None:
+def _start_guarded_ephemeral_server() -> str:
     """Put a watchdog on Prefect's temporary API server, then start it now (the singleton its
-    clients then use), so a killed ``fame run`` does not leave it listening."""
+    clients then use), so a killed ``fame run`` does not leave it listening. Returns its API URL."""
     from prefect.server.api.server import SubprocessASGIServer
 
     from flows.reaper import guard
 
     guard("prefect.server.api.server")
-    SubprocessASGIServer().start()
+    server = SubprocessASGIServer()
+    server.start()
+    return server.api_url
 
 
 def _print_result(result: dict) -> None:
@@ -239,12 +241,80 @@ def catalog_rebuild(
 
 
 @app.command()
+def sweep(
+    definition: Annotated[Path, typer.Argument(help="sweep TOML (configs/sweeps/*.toml)")],
+    workers: Annotated[
+        int, typer.Option(help="worker processes of the local Dask cluster (one thread each)")
+    ] = 2,
+    address: Annotated[
+        str,
+        typer.Option(help="scheduler of an existing Dask cluster (tcp://host:8786) to run on"),
+    ] = "",
+    sets: base.SetOpt = None,
+    data_dir: base.DataDirOpt = None,
+) -> None:
+    """Run a grid or Optuna sweep (the flow fame/sweep): each trial a pipeline run on a Dask
+    worker; finished trials are reused, the table is printed and kept in the `sweeps` view."""
+    from flows.server import status
+    from flows.state import use_prefect_env
+    from pipeline.sweep import load_sweep
+
+    overrides = _overrides(sets)
+    try:
+        load_sweep(definition, overrides)  # a bad definition fails before any server starts
+    except ConfigError as exc:
+        base.fail(exc)
+    server = status()
+    url = use_prefect_env(server["port"] if server.get("healthy") else None)
+    if not url:
+        url = _start_guarded_ephemeral_server()
+    say(f"Prefect: {url}", stderr=True)
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.sweep import sweep_flow
+
+    os.environ["PREFECT_API_URL"] = url  # Dask workers of a temporary server report to it too
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            out = sweep_flow(
+                sweep=str(definition),
+                overrides=overrides,
+                workers=workers,
+                address=address,
+                data_dir=str(data_dir) if data_dir else "",
+            )
+    except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
+        base.fail(exc)
+        return
+    _print_sweep(out)
+
+
+def _print_sweep(out: dict) -> None:
+    """The trial table, mean ± std per setting when there are seeds, the best Optuna trial."""
+    from pipeline.sweep import report_rows, summary_rows
+
+    trials = out["trials"]
+    display.show(display.table(*report_rows(trials), title=f"sweep {out['sweep']}"))
+    columns, rows = summary_rows(trials)
+    if any(int(r[1]) > 1 for r in rows):
+        display.show(display.table(columns, rows, title="per setting over seeds (mean ± std)"))
+    if out.get("best"):
+        say(f"best trial {out['best']['trial']}: valid NDCG@10 {out['best']['value']:.4f}")
+    say(
+        f"{len(trials)} trials ({out['submitted']} run now) in {out['seconds']:.1f}s; "
+        f"fame sql{base.root_opt(Path(out['root']))} "
+        f"\"select * from sweeps where sweep = '{out['sweep']}'\""
+    )
+
+
+@app.command()
 def serve(
     poll_seconds: Annotated[
         float, typer.Option(help="how often to ask the server for new flow runs")
     ] = 5.0,
 ) -> None:
-    """Serve the deployments fame/full-pipeline and fame/<stage> (server: PREFECT_API_URL or local)."""
+    """Serve the deployments fame/full-pipeline, fame/<stage> and fame/sweep (server:
+    PREFECT_API_URL or local)."""
     from flows.server import status
     from flows.state import use_prefect_env
 
@@ -258,8 +328,9 @@ def serve(
     from prefect import serve as prefect_serve
 
     from flows.flow import deployments
+    from flows.sweep import sweep_deployment
 
-    prefect_serve(*deployments(), query_seconds=poll_seconds)
+    prefect_serve(*deployments(), sweep_deployment(), query_seconds=poll_seconds)
 
 
 @server_app.command("start")

@@ -15,6 +15,7 @@ The flow is named ``fame`` like the pipeline flow, so its deployment is ``fame/s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,6 +50,7 @@ class DaskPool:
     def __init__(self, workers: int, address: str = ""):
         from prefect_dask import DaskTaskRunner
 
+        logging.getLogger("distributed").setLevel(logging.WARNING)  # one line per worker event
         if address:
             self.runner = DaskTaskRunner(address=address)
         else:
@@ -142,7 +144,7 @@ def sweep_flow(
 
 def _publish(result: SweepResult) -> None:
     """The trial table as the Prefect markdown artifact ``fame-sweep``."""
-    columns, rows = report_rows(result)
+    columns, rows = report_rows(result.rows)
     body = [
         f"# sweep `{result.spec.name}` ({result.spec.kind}, {len(rows)} trials)",
         "",

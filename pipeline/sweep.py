@@ -510,11 +510,11 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def report_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
+def report_rows(trials: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """One line per trial: params, status, run, the four metrics, seconds."""
     columns = ["trial", "params", "status", "run_id", *METRICS, "seconds"]
     rows = []
-    for r in result.rows:
+    for r in trials:
         params = ", ".join(f"{k}={v}" for k, v in json.loads(r["params"]).items())
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
         rows.append(
@@ -530,10 +530,10 @@ def report_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
-def summary_rows(result: SweepResult) -> tuple[list[str], list[list[str]]]:
+def summary_rows(trials: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
     """Each setting (params without ``train.seed``) over its seeds: n, mean ± std."""
     groups: dict[str, list[dict[str, Any]]] = {}
-    for r in result.rows:
+    for r in trials:
         if r["status"] in DONE:
             params = {k: v for k, v in json.loads(r["params"]).items() if k != "train.seed"}
             key = ", ".join(f"{k}={v}" for k, v in params.items()) or "(base)"
