@@ -4,8 +4,9 @@
 The model and the item table are loaded once, at startup, and warmed with one request, so a
 request pays only for its forward pass, one (1, d) x (d, |V|+1) product and a top-k. A posted
 sequence takes a lean path (``Recommender``) rather than ``Run.recommend_sequence``: the API
-builds a pandas frame and re-lays out E on every call, ~10x the model's own time for one
-sequence (bench/serve.py). Same candidates, same scores: the tests compare the two.
+builds a pandas frame and ``recommend_topk`` copies E to a new layout on every call, ~12 ms
+against ~1 ms for one 50-item sequence over 12k items here. Same candidates, same scores: the
+tests compare the two.
 
 Input errors are 4xx with a message naming what is wrong, never a 500:
 
