@@ -148,7 +148,9 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
         return SweepSpec.model_validate(data)
     except ValidationError as exc:
         lines = [f"{path}: invalid sweep"]
-        lines += [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        for err in exc.errors():
+            where = ".".join(map(str, err["loc"]))
+            lines.append(f"  {where}: {err['msg']}" if where else f"  {err['msg']}")
         raise ConfigError("\n".join(lines)) from exc
 
 
