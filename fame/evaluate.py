@@ -43,11 +43,15 @@ def score_chunks(
     items: np.ndarray,
     batch_size: int,
     device: torch.device | str = "cpu",
+    Et: torch.Tensor | None = None,
 ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """(rows, scores (b, |V|+1), history pairs (2, n)) per chunk of the CSR histories
     ``items[offsets[r]:offsets[r+1]]``: the last ``max_len`` items of each scored through one
-    matmul with E. ``scores`` is a reused buffer: consume it before the next chunk."""
-    Et = model.item_embeddings().T.contiguous()  # (d, |V|+1): the fastest layout for u @ E^T
+    matmul with E. ``scores`` is a reused buffer: consume it before the next chunk.
+
+    ``Et``: ``item_table_t(model)`` computed once by a caller that scores many times (a server).
+    """
+    Et = item_table_t(model) if Et is None else Et
     n = len(offsets) - 1
     chunk = max(1, min(batch_size, MAX_LOGITS // Et.shape[1], n))
     # reused: a fresh allocation this large is page-faulted in on every chunk
@@ -62,6 +66,11 @@ def score_chunks(
         u = model(seq, last_only=True)[:, -1]  # (b, d)
         scores = torch.mm(u.to(Et.dtype), Et, out=buf[: len(rows)])  # (b, |V|+1)
         yield rows, scores, history_pairs(offsets, items, rows).to(device)
+
+
+def item_table_t(model: SeqRecModel) -> torch.Tensor:
+    """E^T (d, |V|+1), contiguous: the fastest layout for u @ E^T."""
+    return model.item_embeddings().detach().T.contiguous()
 
 
 @torch.inference_mode()
@@ -110,16 +119,18 @@ def recommend_topk(
     protocol: Protocol,
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
+    Et: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(items (n, k), scores (n, k)) of the next item after each CSR history, best first; under
-    ``exclude_history`` the history's own items are not candidates (item 0 never is)."""
+    ``exclude_history`` the history's own items are not candidates (item 0 never is), and
+    where fewer than k remain the tail scores are -inf. ``Et`` as in ``score_chunks``."""
     was_training = model.training
     model.eval()
     n = len(offsets) - 1
     k = min(k, model.num_items)
     top_items = np.empty((n, k), dtype=np.int64)
     top_scores = np.empty((n, k), dtype=np.float32)
-    for rows, scores, hist in score_chunks(model, offsets, items, batch_size, device):
+    for rows, scores, hist in score_chunks(model, offsets, items, batch_size, device, Et):
         exclude(scores, hist if protocol == "exclude_history" else None)
         best = torch.topk(scores, k, dim=1)
         top_items[rows] = best.indices.cpu().numpy()

@@ -31,6 +31,7 @@ from fastapi import FastAPI, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, StrictInt
 
+from fame.evaluate import item_table_t, recommend_topk
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ class Recommender:
         self.protocol = run.config.evaluate.primary
         self.heads = run.head_names if self.fame else []
         with torch.inference_mode():
-            self.Et = self.model.item_embeddings().T.contiguous()  # (d, |V|+1)
+            self.Et = item_table_t(self.model)  # (d, |V|+1), laid out once
         self.src = np.asarray(
             run.items["source_id"].cast(pa.string()).to_pylist(), dtype=object
         )  # row i = item_id i + 1
@@ -183,19 +184,12 @@ class Recommender:
             raise InvalidInput((where, "explain"), self.no_explain)
 
     def top(self, history: np.ndarray, k: int) -> _Top:
-        """The k best next items after ``history`` (item ids), as ``recommend_topk`` ranks
-        them for one sequence; excluded candidates (-inf) are dropped."""
-        with torch.inference_mode():
-            seq = torch.from_numpy(history[-self.max_len :])[None]  # (1, T), T <= max_len
-            u = self.model(seq, last_only=True)[:, -1]  # (1, d)
-            scores = torch.mm(u.to(self.Et.dtype), self.Et)  # (1, |V|+1)
-            scores[0, 0] = -torch.inf
-            if self.protocol == "exclude_history":
-                scores[0, torch.from_numpy(history)] = -torch.inf
-            best = torch.topk(scores[0], k)
-        values = best.values.numpy()
-        keep = np.isfinite(values)
-        return _Top(best.indices.numpy()[keep], values[keep])
+        """The k best next items after ``history`` (item ids), through ``recommend_topk``
+        with the E^T laid out at startup; excluded candidates (-inf) are dropped."""
+        offsets = np.array([0, len(history)], dtype=np.int64)
+        top, values = recommend_topk(self.model, offsets, history, k, self.protocol, Et=self.Et)
+        keep = np.isfinite(values[0])
+        return _Top(top[0][keep], values[0][keep])
 
     def answer(
         self, history: np.ndarray, k: int, explain: bool, user: str | None = None
