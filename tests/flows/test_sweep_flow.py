@@ -62,8 +62,20 @@ def kill_first_trial(store, client, killed: list, stop: threading.Event) -> None
             if run.get("status") != "running" or run.get("pid") not in pids:
                 continue
             stages = ArtifactStore(store).records("stages")
-            if any(s["run_id"] == run["run_id"] and s["stage"] == "ingest" for s in stages):
-                time.sleep(0.5)  # into the first epochs
+            done = {s["stage"] for s in stages if s["run_id"] == run["run_id"]}
+            if "ingest" in done and "train" not in done:
+                time.sleep(0.2)  # into the first epochs
+                # still training? (on a fast machine a tiny trial may have finished meanwhile)
+                again = [
+                    r for r in ArtifactStore(store).records("runs") if r["run_id"] == run["run_id"]
+                ]
+                later = {
+                    s["stage"]
+                    for s in ArtifactStore(store).records("stages")
+                    if s["run_id"] == run["run_id"]
+                }
+                if again[0].get("status") != "running" or "train" in later:
+                    continue
                 os.kill(run["pid"], signal.SIGKILL)
                 killed.append(run["run_id"])
                 return
