@@ -285,15 +285,16 @@ def test_a_huge_line_is_read_and_a_too_huge_one_is_named(tmp_path, monkeypatch):
 
 def test_evaluation_fields_moved_from_train_still_load(caplog):
     """Configs written before ``[evaluate]`` held the evaluation spec (and the configs that bench
-    records hold) load as the same spec, with a warning, and keep their stage keys."""
+    records hold) load as the same spec, with a warning, and keep their stage keys (synthetic:
+    its keys need no data files)."""
     from pipeline.runner import plan_keys
 
     old = load_config(
-        "ml-100k",
+        "synthetic",
         {"train.ks": [10, 20], "train.eval_batch_size": 64, "train.exclude_history": False},
     )
     new = load_config(
-        "ml-100k",
+        "synthetic",
         {
             "evaluate.ks": [10, 20],
             "evaluate.batch_size": 64,
@@ -304,7 +305,7 @@ def test_evaluation_fields_moved_from_train_still_load(caplog):
     assert plan_keys(old) == plan_keys(new)
     assert "moved to [evaluate]" in caplog.text
     # the primary protocol decides early stopping, so it is in the train key; batch size is not
-    base = plan_keys(load_config("ml-100k"))
+    base = plan_keys(load_config("synthetic"))
     assert plan_keys(new)["train"] != base["train"]
-    fast = plan_keys(load_config("ml-100k", {"evaluate.batch_size": 7}))
+    fast = plan_keys(load_config("synthetic", {"evaluate.batch_size": 7}))
     assert fast == base
