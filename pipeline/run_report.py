@@ -347,23 +347,31 @@ def metrics_html(run: Run) -> str:
     )
 
 
+def _pivot(rows: list[dict], by: str, across: str) -> tuple[list, dict[Any, dict[Any, dict]]]:
+    """(the ``across`` values in first-seen order, {``by`` value: {``across`` value: row}})."""
+    out: dict[Any, dict[Any, dict]] = {}
+    for r in rows:
+        out.setdefault(r[by], {})[r[across]] = r
+    return list(dict.fromkeys(r[across] for r in rows)), out
+
+
+def _accuracy_cells(row: dict, cols: list, bold: set) -> str:
+    """One cell per column: the row's kNN accuracy there (bold for the columns in ``bold``)."""
+    return "".join(
+        _num(row[c]["accuracy"], 3, c in bold) if c in row else "<td>-</td>" for c in cols
+    )
+
+
 def facet_html(run: Run) -> str | None:
     """facet × representation kNN accuracy of the pre-trained item table (pretrain stage)."""
     tbl = _optional_table(run, "pretrain", "facet_report")
     if tbl is None or tbl.num_rows == 0:
         return None
-    rows = tbl.to_pylist()
-    reps = list(dict.fromkeys(r["representation"] for r in rows))
-    by_facet: dict[str, dict[str, dict]] = {}
-    for r in rows:
-        by_facet.setdefault(r["facet"], {})[r["representation"]] = r
+    reps, by_facet = _pivot(tbl.to_pylist(), "facet", "representation")
     body = []
     for facet, row in by_facet.items():
         top = max(v["accuracy"] for v in row.values())
-        cells = "".join(
-            _num(row[p]["accuracy"], 3, row[p]["accuracy"] == top) if p in row else "<td>-</td>"
-            for p in reps
-        )
+        cells = _accuracy_cells(row, reps, {p for p, v in row.items() if v["accuracy"] == top})
         n = next(iter(row.values())).get("n_items", "")
         body.append(f"<td>{_e(facet)}</td>{cells}<td class='num'>{_e(n)}</td>")
     return _table(["facet", *reps, "items"], body, "facet-report") + (
@@ -379,18 +387,12 @@ def alignment_html(run: Run) -> str | None:
     tbl = _optional_table(run, "evaluate", "head_alignment")
     if tbl is None or tbl.num_rows == 0:
         return None
-    rows = tbl.to_pylist()
-    facets = list(dict.fromkeys(r["facet"] for r in rows))
-    heads: dict[int, dict[str, dict]] = {}
-    for r in rows:
-        heads.setdefault(r["head"], {})[r["facet"]] = r
+    facets, heads = _pivot(tbl.to_pylist(), "head", "facet")
     names = run.head_names
     body = []
     for h, row in sorted(heads.items()):
         best = next((f for f, v in row.items() if v["best"]), None)
-        cells = "".join(
-            _num(row[f]["accuracy"], 3, f == best) if f in row else "<td>-</td>" for f in facets
-        )
+        cells = _accuracy_cells(row, facets, {best})
         floor = f"{best} (floor {row[best]['majority']:.3f})" if best else "-"
         name = names[h] if h < len(names) else f"head {h}"
         body.append(f"<td>{_e(name)}</td>{cells}<td>{_e(floor)}</td>")
