@@ -359,7 +359,10 @@ def reuse_finished(
 
     key = plan_keys(load_config(config, overrides))["train"]
     for r in load_runs():
-        if plan_keys(RunConfig.model_validate(r["config"], context={"quiet": True}))["train"] == key:
+        if (
+            plan_keys(RunConfig.model_validate(r["config"], context={"quiet": True}))["train"]
+            == key
+        ):
             record = {**r, "name": name, "suite": suite, "variant": variant, "overrides": overrides}
             record["reused_from"] = r.get("reused_from", r["name"])
             return save_record(record)
