@@ -211,11 +211,13 @@ def _cached_report(ctx: RunContext) -> Path | None:
     evaluation (its content follows from the artifacts): a cached run then costs no model pass."""
     if not all(r.skipped for r in ctx.results.values()):
         return None
+    from pipeline.runner import recorded_keys
+
     key = ctx.results[TARGET].key
     runs = {
-        r["run_id"]
-        for r in ctx.store.records("stages")
-        if r["stage"] == TARGET and r["key"] == key and r["run_id"] != ctx.run_id
+        run_id
+        for run_id, stages in recorded_keys(ctx.store).items()
+        if stages.get(TARGET) == key and run_id != ctx.run_id
     }
     found = [p for p in (ctx.store.root / "_reports").glob("*.html") if p.stem in runs]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None

@@ -75,8 +75,11 @@ def open_run(
 ) -> Run:
     """A finished run that trained a model: by id, or ``"latest"`` (newest completed run,
     optionally of a config name, dataset or model)."""
+    from pipeline.runner import recorded_keys
+
     store = ArtifactStore(_root(artifacts))
     records = store.records("runs")
+    keys = recorded_keys(store)
     if run_id == "latest":
         want = {"config_name": config, "dataset": dataset, "model": model}
         found = [
@@ -84,7 +87,7 @@ def open_run(
             for r in records
             if r["status"] == "completed"
             and all(v is None or r.get(k) == v for k, v in want.items())
-            and "train" in _stage_keys(store, r["run_id"])
+            and "train" in keys.get(r["run_id"], {})
         ]
         if not found:
             asked = ", ".join(f"{k}={v}" for k, v in want.items() if v) or "any config"
@@ -96,14 +99,14 @@ def open_run(
             raise PipelineError(
                 f"no run {run_id!r} in {store.root} (`fame sql 'select * from runs'`)"
             )
-    return Run(store, record, _stage_keys(store, record["run_id"]))
+    return Run(store, record, keys.get(record["run_id"], {}))
 
 
 def open_config(cfg: RunConfig, config_name: str = "") -> tuple[Run, str]:
     """The run that trained ``cfg``'s model: the newest completed run whose train key is the
     config's, else (the raw data moved, or the config changed) the newest completed run of the
     config name. Returns the run and a line saying which rule found it."""
-    from pipeline.runner import plan_keys
+    from pipeline.runner import plan_keys, recorded_keys
 
     root = cfg.artifacts_dir()
     store = ArtifactStore(root)
@@ -113,9 +116,9 @@ def open_config(cfg: RunConfig, config_name: str = "") -> tuple[Run, str]:
         key = None
     done = {r["run_id"]: r for r in store.records("runs") if r["status"] == "completed"}
     exact = [
-        done[r["run_id"]]
-        for r in store.records("stages")
-        if r["stage"] == "train" and r["key"] == key and r["run_id"] in done
+        done[run_id]
+        for run_id, stages in recorded_keys(store).items()
+        if stages.get("train") == key and run_id in done
     ]
     if exact:
         record = max(exact, key=lambda r: r["started_at"])
@@ -132,15 +135,6 @@ def open_config(cfg: RunConfig, config_name: str = "") -> tuple[Run, str]:
 
 def _root(artifacts: str | Path | None) -> Path:
     return Path(artifacts).expanduser().resolve() if artifacts else default_artifacts_dir()
-
-
-def _stage_keys(store: ArtifactStore, run_id: str) -> dict[str, str]:
-    """The artifact key of each stage the run finished (computed or found cached)."""
-    return {
-        r["stage"]: r["key"]
-        for r in store.records("stages")
-        if r["run_id"] == run_id and r["status"] in ("computed", "skipped")
-    }
 
 
 @dataclass(frozen=True)

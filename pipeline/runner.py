@@ -262,6 +262,16 @@ def _record_stage(
     )
 
 
+def recorded_keys(store: ArtifactStore) -> dict[str, dict[str, str]]:
+    """run id -> {stage: artifact key} of the stages each recorded run finished (computed or
+    found cached): how a run's artifacts are found after the fact, without its raw data."""
+    out: dict[str, dict[str, str]] = {}
+    for r in store.records("stages"):
+        if r.get("status") in ("computed", "skipped"):
+            out.setdefault(r["run_id"], {})[r["stage"]] = r["key"]
+    return out
+
+
 # -- the run ---------------------------------------------------------------------------------
 def start_run(
     cfg: RunConfig,

@@ -31,7 +31,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from pipeline.config import ConfigError, RunConfig, load_config
 from pipeline.registry import TARGET, VIEWS
-from pipeline.runner import downstream_closure, needed_stages, plan_keys, run_pipeline, task_config
+from pipeline.runner import (
+    downstream_closure,
+    needed_stages,
+    plan_keys,
+    recorded_keys,
+    run_pipeline,
+    task_config,
+)
 from storage import ArtifactStore, refresh_catalog
 from storage.store import canonical_json
 
@@ -237,10 +244,7 @@ def trial_metrics(store: ArtifactStore, evaluate_key: str, protocol: str) -> dic
 def finished_runs(store: ArtifactStore) -> dict[tuple[str, str], str]:
     """(train key, evaluate key) -> the newest completed run that used both."""
     runs = {r["run_id"]: r for r in store.records("runs") if r.get("status") == "completed"}
-    used: dict[str, dict[str, str]] = {}
-    for rec in store.records("stages"):
-        if rec["run_id"] in runs and rec.get("status") in ("computed", "skipped"):
-            used.setdefault(rec["run_id"], {})[rec["stage"]] = rec["key"]
+    used = {r: keys for r, keys in recorded_keys(store).items() if r in runs}
     out: dict[tuple[str, str], str] = {}
     for run_id in sorted(used, key=lambda r: runs[r]["started_at"]):
         keys = used[run_id]
