@@ -187,10 +187,13 @@ class Run:
         return self.artifact("ingest").table("sequences")
 
     @cached_property
+    def source_ids(self) -> np.ndarray:
+        """(num_items,) object array of source item ids as strings: entry i - 1 is item_id i."""
+        return self.items["source_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
+
+    @cached_property
     def _item_index(self) -> dict[str, int]:
-        return {
-            s: i for i, s in enumerate(self.items["source_id"].cast(pa.string()).to_pylist(), 1)
-        }
+        return {s: i for i, s in enumerate(self.source_ids.tolist(), 1)}
 
     @cached_property
     def _user_index(self) -> dict[str, int]:
@@ -223,9 +226,9 @@ class Run:
     def history_of(self, users: Sequence[str]) -> list[list[str]]:
         """Each user's whole history (train, valid, test items) as source item ids."""
         offsets, items = self._histories(users)
-        src = self.items["source_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
         return [
-            src[items[a:b] - 1].tolist() for a, b in zip(offsets[:-1], offsets[1:], strict=True)
+            self.source_ids[items[a:b] - 1].tolist()
+            for a, b in zip(offsets[:-1], offsets[1:], strict=True)
         ]
 
     def _histories(self, users: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -361,12 +364,11 @@ class Run:
             self.model, offsets, items, k, protocol or spec.primary, spec.batch_size
         )
         n = len(who)
-        src = self.items["source_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
         frame = pd.DataFrame(
             {
                 label: np.repeat(np.asarray(who, dtype=object), k),
                 "rank": np.tile(np.arange(1, k + 1), n),
-                "item": src[top.reshape(-1) - 1],
+                "item": self.source_ids[top.reshape(-1) - 1],
                 "title": self._titles(top.reshape(-1)),
                 "score": scores.reshape(-1),
             }

@@ -175,7 +175,7 @@ def sql(
     from storage import CatalogError
     from storage import query as run_query
 
-    root = artifacts or Path(os.environ.get("FAME_HOME", "artifacts"))
+    root = artifacts or default_artifacts_dir()
     if not root.is_dir():
         fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
     try:

@@ -136,7 +136,6 @@ class Recommender:
     so an answer costs no pandas, and the primary protocol's history exclusion."""
 
     def __init__(self, run: Run):
-        import pyarrow as pa
 
         self.run = run
         self.model = run.model.eval()
@@ -148,9 +147,7 @@ class Recommender:
         self.heads = run.head_names if self.fame else []
         with torch.inference_mode():
             self.Et = item_table_t(self.model)  # (d, |V|+1), laid out once
-        self.src = np.asarray(
-            run.items["source_id"].cast(pa.string()).to_pylist(), dtype=object
-        )  # row i = item_id i + 1
+        self.src = run.source_ids  # entry i - 1 = item_id i
         names = run.items.column_names
         self.titles = run.items["title"].to_pylist() if "title" in names else [None] * len(self.src)
         self.no_explain = ""  # the API's own reason, said again on explain=true
