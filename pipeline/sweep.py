@@ -329,7 +329,7 @@ class _Sweep:
 
     def base_row(self, trial: Trial, cfg: RunConfig) -> dict[str, Any]:
         keys = plan_keys(cfg)
-        self.protocol = cfg.evaluate.protocols[0]
+        self.protocol = cfg.evaluate.primary
         return {
             "sweep": self.spec.name,
             "kind": self.spec.kind,
