@@ -77,6 +77,11 @@ class TrainConfig:
 
     loss: Literal["ce", "bce", "sampled_softmax"] = "ce"
     negatives: PosInt = 100  # sampled_softmax only; bce uses one
+    # sampled_softmax's proposal: "uniform" over items, "popularity" (train counts^sampler_power)
+    # or "in_batch" (the batch's own targets); the last two are logQ-corrected unless logq=false
+    sampler: Literal["uniform", "popularity", "in_batch"] = "uniform"
+    sampler_power: NonNegFloat = 1.0  # popularity only: q_j ∝ count_j^power (0.75: word2vec's)
+    logq: bool = True  # subtract log(k·q_j) from every sampled logit (no effect under uniform)
     lr: PosFloat = 1e-3
     weight_decay: NonNegFloat = 0.0
     batch_size: PosInt = 256
@@ -93,6 +98,15 @@ class TrainConfig:
     # disjoint shard of every batch; 1 = this process. Results depend on it (dropout and
     # negative sampling draw per process), so it is part of the train key when > 1.
     nproc: PosInt = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.loss != "sampled_softmax" and self.sampler != "uniform":
+            raise ValueError(
+                f"train.sampler = {self.sampler!r} needs train.loss = 'sampled_softmax' "
+                f"(got {self.loss!r})"
+            )
+        return self
 
 
 Protocol = Literal["exclude_history", "keep_history"]
@@ -130,7 +144,12 @@ class EvalConfig:
         return self.protocols[0]
 
 
-TRAIN_KEY_ONLY_IF_SET = {"nproc": 1}  # TrainConfig fields added later: in keys only when set
+TRAIN_KEY_ONLY_IF_SET = {
+    "nproc": 1,
+    "sampler": "uniform",
+    "sampler_power": 1.0,
+    "logq": True,
+}  # TrainConfig fields added later: in keys only when set
 
 
 def selection_fields(spec: EvalConfig) -> dict:

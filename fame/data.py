@@ -44,6 +44,10 @@ class SplitData:
     def targets(self, split: Literal["valid", "test"]) -> np.ndarray:
         return self.valid if split == "valid" else self.test
 
+    def item_counts(self) -> np.ndarray:
+        """(|V|+1,) occurrences of each item in the train parts: a sampled softmax's proposal."""
+        return np.bincount(self.items, minlength=self.num_items + 1)
+
 
 def windows(items: np.ndarray, starts: np.ndarray, ends: np.ndarray, length: int) -> np.ndarray:
     """Left-padded (R, length) windows holding the last ``length`` items of ``items[starts:ends]``."""

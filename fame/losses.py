@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -132,28 +133,79 @@ class BCEOneNegative:
 
 
 class SampledSoftmax:
-    """Softmax over the target and k uniformly sampled items shared by the batch."""
+    """Softmax over the target and k items shared by the batch, drawn i.i.d. from a proposal q
+    (FAME_SPEC §4; the large-catalogue objective, "scalable cross-entropy" / gSASRec lineage).
 
-    def __init__(self, k: int, generator: torch.Generator):
-        self.k, self.gen = k, generator
+    ``uniform``: q = 1/|V|. ``popularity``: q_j ∝ count_j^power over the train items.
+    ``in_batch``: the batch's own targets, drawn uniformly over positions (q is then their
+    frequency in the batch, estimated by the train counts). With a non-uniform q, every logit is
+    corrected by -log(k·q_j) (logQ correction: Bengio & Senécal; Yi et al. 2019), without which
+    popular items are over-penalised and the model learns the softmax of s_j - log q_j instead
+    of s_j. Under uniform q the correction is one constant shift of all logits: no change, and
+    it is skipped. A sampled copy of a position's target is no negative (accidental hit).
+    """
+
+    def __init__(
+        self,
+        k: int,
+        generator: torch.Generator,
+        sampler: str = "uniform",
+        counts: np.ndarray | None = None,
+        power: float = 1.0,
+        logq: bool = True,
+    ):
+        self.k, self.gen, self.sampler, self.logq = k, generator, sampler, logq
+        self.q: torch.Tensor | None = None  # (|V|+1,) proposal probabilities, q_0 = 0
+        if sampler != "uniform":
+            if counts is None:
+                raise ValueError(f"sampler {sampler!r} needs the train item counts")
+            w = torch.as_tensor(counts, dtype=torch.float64).clamp_min(0) ** power
+            w[0] = 0.0
+            self.q = (w / w.sum()).to(torch.float32)
+
+    def negatives(self, targets: torch.Tensor, V: int) -> torch.Tensor:
+        """(k,) negative item ids in 1..V, drawn from the proposal."""
+        dev = self.gen.device
+        if self.sampler == "uniform":
+            neg = torch.randint(1, V + 1, (self.k,), generator=self.gen, device=dev)
+        elif self.sampler == "popularity":
+            neg = torch.multinomial(self.q.to(dev), self.k, replacement=True, generator=self.gen)
+        else:  # in_batch: targets of uniformly drawn positions
+            pos = torch.randint(0, len(targets), (self.k,), generator=self.gen, device=dev)
+            return targets[pos.to(targets.device)]
+        return neg.to(targets.device)
 
     def __call__(self, u, targets, E):
         V = E.shape[0] - 1
-        neg = torch.randint(1, V + 1, (self.k,), generator=self.gen, device=self.gen.device).to(
-            targets.device
-        )
+        neg = self.negatives(targets, V)  # (k,)
         pos_s = (u * E[targets]).sum(-1, keepdim=True)  # (P, 1)
         neg_s = u @ E[neg].T  # (P, k)
-        neg_s = neg_s.masked_fill(
-            neg[None, :] == targets[:, None], -torch.inf
-        )  # a sampled target is no negative
-        logits = torch.cat([pos_s, neg_s], dim=1).float()
+        logits = torch.cat([pos_s, neg_s], dim=1).float()  # (P, 1+k)
+        if self.q is not None and self.logq:
+            log_kq = (self.q.to(u.device) * self.k).log()  # (|V|+1,)
+            logits = logits - torch.cat(
+                [log_kq[targets][:, None], log_kq[neg][None, :].expand(len(targets), -1)], 1
+            )
+        hit = torch.cat(
+            [
+                torch.zeros_like(targets[:, None], dtype=torch.bool),
+                neg[None, :] == targets[:, None],
+            ],
+            1,
+        )
+        logits = logits.masked_fill(hit, -torch.inf)  # a sampled target is no negative
         return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
-def make_loss(cfg: TrainConfig, generator: torch.Generator) -> NextItemLoss:
+def make_loss(
+    cfg: TrainConfig, generator: torch.Generator, counts: np.ndarray | None = None
+) -> NextItemLoss:
+    """The configured loss; ``counts`` (|V|+1,) are the train item counts a popularity or
+    in-batch proposal needs for its logQ correction."""
     if cfg.loss == "ce":
         return FullCE(cfg.logit_chunk)
     if cfg.loss == "bce":
         return BCEOneNegative(generator)
-    return SampledSoftmax(cfg.negatives, generator)
+    return SampledSoftmax(
+        cfg.negatives, generator, cfg.sampler, counts, cfg.sampler_power, cfg.logq
+    )

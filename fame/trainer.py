@@ -305,11 +305,13 @@ def _fit_locked(
         log.info("discarding resume state %s: a forced train starts from scratch", last)
         last.unlink()
     if main:
-        loop, resumed_from = _resume_or_start(model, cfg, params, device, last, fingerprint)
+        loop, resumed_from = _resume_or_start(
+            model, cfg, params, device, last, fingerprint, data.item_counts()
+        )
     if shard is not None:  # the others follow rank 0's decision (it may have discarded last)
         resumed_from = shard.broadcast(resumed_from if main else None)
         if not main:
-            loop = _start(model, cfg, params, device, rank=shard.rank)
+            loop = _start(model, cfg, params, device, shard.rank, data.item_counts())
             if resumed_from is not None:
                 _restore(model, loop, last, fingerprint, rank=shard.rank)
     state = loop.state
@@ -438,6 +440,7 @@ def _start(
     params: list[torch.nn.Parameter],
     device: torch.device,
     rank: int = 0,
+    counts: np.ndarray | None = None,
 ) -> _Loop:
     """Seeded optimizer, generators and loss at epoch 0. Every rank of a data-parallel job
     shuffles alike (they cut the same global batches); dropout and negatives draw per rank."""
@@ -446,7 +449,7 @@ def _start(
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + offset)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return _Loop(opt, shuffle_gen, sample_gen, make_loss(cfg, sample_gen), _fresh_state())
+    return _Loop(opt, shuffle_gen, sample_gen, make_loss(cfg, sample_gen, counts), _fresh_state())
 
 
 def _rank_rng(loop: _Loop) -> dict[str, Any]:
@@ -477,13 +480,14 @@ def _resume_or_start(
     device: torch.device,
     last: Path,
     fingerprint: str,
+    counts: np.ndarray | None = None,
 ) -> tuple[_Loop, int | None]:
     """The loop restored from ``last`` (and the epoch it resumes after), else a fresh one.
 
     A state that fails to load is deleted with a warning; the model gets its initial weights
     back, since a half-applied state may already have changed them.
     """
-    loop = _start(model, cfg, params, device)
+    loop = _start(model, cfg, params, device, counts=counts)
     if not last.is_file():
         return loop, None
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -499,7 +503,7 @@ def _resume_or_start(
         )
         last.unlink(missing_ok=True)
         model.load_state_dict(initial)
-        return _start(model, cfg, params, device), None
+        return _start(model, cfg, params, device, counts=counts), None
     return loop, loop.state["epoch"]
 
 
