@@ -8,6 +8,8 @@ and the chronological leave-one-out split of FAME_SPEC §5. Equal timestamps kee
 
 from __future__ import annotations
 
+import os
+import tempfile
 from dataclasses import dataclass
 
 import duckdb
@@ -15,6 +17,10 @@ import pyarrow as pa
 
 from pipeline.errors import IngestError
 from pipeline.readers import RawData
+
+# DuckDB's memory limit during ingest (its default is 80% of RAM, which a 20M-interaction sort
+# and list aggregation fill before spilling); any DuckDB size string, e.g. "4GB"
+MEMORY_ENV, MEMORY_DEFAULT = "FAME_INGEST_MEMORY", "1GB"
 
 
 @dataclass
@@ -38,18 +44,28 @@ def prepare(
     min_seq_len: int = 3,
     dedup: str = "none",
     min_rating: float | None = None,
+    consume: bool = False,
 ) -> Prepared:
-    con = duckdb.connect()
-    con.execute("SET preserve_insertion_order = true")
-    try:
-        return _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating)
-    finally:
-        con.close()
+    """``consume``: set ``raw.interactions`` to None once DuckDB holds its copy, so the Arrow
+    table (650 MB at 20M interactions) is freed before the joins run (the ingest stage)."""
+    with tempfile.TemporaryDirectory(prefix="fame-ingest-") as spill:
+        con = duckdb.connect()
+        try:
+            con.execute("SET preserve_insertion_order = true")
+            # bounded memory at ML-20m scale: sorts, joins and aggregations past the limit spill
+            con.execute("SET memory_limit = ?", [os.environ.get(MEMORY_ENV, MEMORY_DEFAULT)])
+            con.execute("SET temp_directory = ?", [spill])
+            stats = _load(con, raw.interactions)
+            if consume:
+                raw.interactions = None
+            return _prepare(con, raw, stats, user_core, item_core, min_seq_len, dedup, min_rating)
+        finally:
+            con.close()
 
 
-def _prepare(con, raw, user_core, item_core, min_seq_len, dedup, min_rating) -> Prepared:
-    """The steps in order; each reads and rewrites the temp table ``inter`` and adds its stats."""
-    stats = _load(con, raw)
+def _prepare(con, raw, stats, user_core, item_core, min_seq_len, dedup, min_rating) -> Prepared:
+    """The steps after ``_load``; each reads and rewrites the temp table ``inter``, adding its
+    stats."""
     first = raw.source_files[0] if raw.source_files else "interactions"
     if raw.items is not None:
         _check_items(con, raw, first)
@@ -75,9 +91,10 @@ def _rows(con) -> int:
     return _count(con, "SELECT count(*) FROM inter")
 
 
-def _load(con, raw: RawData) -> dict[str, int]:
-    con.register("raw_inter", raw.interactions)
+def _load(con, interactions: pa.Table) -> dict[str, int]:
+    con.register("raw_inter", interactions)
     con.execute("CREATE TEMP TABLE inter AS SELECT * FROM raw_inter")
+    con.unregister("raw_inter")
     return {
         "raw_interactions": _rows(con),
         "raw_users": _count(con, "SELECT count(DISTINCT user) FROM inter"),

@@ -136,6 +136,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         min_seq_len=d.min_seq_len,
         dedup=d.dedup,
         min_rating=d.min_rating,
+        consume=True,
     )
     return StageOutput(
         tables={

@@ -97,3 +97,20 @@ def test_empty_after_filtering_is_an_error():
     rows = [("1", "1", 0), ("1", "2", 1), ("2", "1", 0)]
     with pytest.raises(IngestError, match="no interactions left after filtering"):
         prepare(_raw(rows), user_core=5)
+
+
+def test_consume_frees_the_raw_table_and_changes_nothing(monkeypatch):
+    """The ingest stage's memory bound: DuckDB's copy replaces the Arrow table, under a small
+    memory limit that makes the sort and aggregation spill, with the same tables as a plain call."""
+    rng = random.Random(3)
+    rows = [
+        (f"u{rng.randrange(40)}", f"i{rng.randrange(30)}", rng.randrange(100)) for _ in range(900)
+    ]
+    plain = prepare(_raw(rows), min_seq_len=3)
+    monkeypatch.setenv("FAME_INGEST_MEMORY", "64MB")
+    raw = _raw(rows)
+    consumed = prepare(raw, min_seq_len=3, consume=True)
+    assert raw.interactions is None
+    for name in ("items", "interactions", "sequences"):
+        assert getattr(consumed, name).equals(getattr(plain, name))
+    assert consumed.stats == plain.stats
