@@ -345,7 +345,7 @@ def show_config(
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="dataset to download (ml-100k)")],
+    name: Annotated[str, typer.Argument(help="dataset to download: ml-100k, ml-1m or ml-20m")],
     dest: Annotated[
         Path | None,
         typer.Option(help="data directory (default: the configs' data dir, see `fame --help`)"),
@@ -354,7 +354,8 @@ def data_fetch(
         str | None, typer.Option(help="override the download URL (mirrors, tests)")
     ] = None,
 ) -> None:
-    """Download a dataset from its official source (needs internet)."""
+    """Download a dataset from its official source (needs internet), checked against its
+    published MD5 (not with --url)."""
     from pipeline.config import default_data_dir
     from pipeline.fetch import fetch
 

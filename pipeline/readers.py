@@ -642,33 +642,73 @@ def _movies(ids, titles, genres, sep: str) -> pa.Table:
     )
 
 
-def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
-    if ratings_file.suffix == ".dat":
-        cols = _split_dat(ratings_file, 4, ["user", "item", "rating", "ts"], "utf8")
-    else:
-        table = _read_csv(
-            ratings_file,
-            convert_options=pacsv.ConvertOptions(
-                column_types={
-                    "userId": pa.string(),
-                    "movieId": pa.string(),
-                    "rating": pa.string(),
-                    "timestamp": pa.string(),
-                }
-            ),
+ML_CSV_TYPES = {
+    "userId": pa.int64(),
+    "movieId": pa.int64(),
+    "rating": pa.float64(),
+    "timestamp": pa.int64(),
+}
+
+
+def _ratings_csv_typed(path: Path) -> dict[str, pa.ChunkedArray] | None:
+    """ml-20m's ``ratings.csv`` streamed in typed blocks, each turned into the normalised column
+    types at once, so memory holds the result plus one block (20M rows: see
+    ``bench/movielens_read.py``) instead of every field as a string first. None when any value
+    does not parse (Arrow's CSV numbers may be padded with spaces, like ``INT_RE``'s): the
+    string path then names the bad line and field."""
+    conv = pacsv.ConvertOptions(
+        column_types=ML_CSV_TYPES,
+        include_columns=list(ML_CSV_TYPES),
+        null_values=[],  # an empty field is an error, as on the string path
+        quoted_strings_can_be_null=False,
+    )
+    cols: dict[str, list[pa.Array]] = {"user": [], "item": [], "ts": [], "rating": []}
+    try:
+        reader = pacsv.open_csv(
+            path, read_options=pacsv.ReadOptions(block_size=1 << 22), convert_options=conv
         )
-        _require_cols(table, ratings_file, ["userId", "movieId", "rating", "timestamp"])
-        cols = {
-            "user": table["userId"],
-            "item": table["movieId"],
-            "rating": table["rating"],
-            "ts": table["timestamp"],
-        }
-    line_of = (lambda i: i + 1) if ratings_file.suffix == ".dat" else (lambda i: i + 2)
-    num = {
-        fld: to_number(cols[fld], ratings_file, fld, kind, line_of)
+        for batch in reader:
+            cols["user"].append(pc.cast(batch["userId"], pa.string()))
+            cols["item"].append(pc.cast(batch["movieId"], pa.string()))
+            cols["ts"].append(pc.cast(batch["timestamp"], pa.float64()))
+            cols["rating"].append(batch["rating"])
+    except (pa.ArrowInvalid, pa.ArrowKeyError, UnicodeDecodeError):
+        return None
+    types = {"user": pa.string(), "item": pa.string(), "ts": pa.float64(), "rating": pa.float64()}
+    return {k: pa.chunked_array(v, types[k]) for k, v in cols.items()}
+
+
+def _ratings_csv_strings(path: Path) -> dict[str, pa.ChunkedArray]:
+    table = _read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(column_types=dict.fromkeys(ML_CSV_TYPES, pa.string())),
+    )
+    _require_cols(table, path, list(ML_CSV_TYPES))
+    return {
+        "user": table["userId"],
+        "item": table["movieId"],
+        "rating": table["rating"],
+        "ts": table["timestamp"],
+    }
+
+
+def _ratings_numbers(cols: dict, path: Path, line_of) -> dict[str, pa.ChunkedArray]:
+    return {
+        fld: to_number(cols[fld], path, fld, kind, line_of)
         for fld, kind in (("user", "int"), ("item", "int"), ("ts", "int"), ("rating", "float"))
     }
+
+
+def read_movielens(ratings_file: Path, movies_file: Path | None) -> RawData:
+    dat = ratings_file.suffix == ".dat"
+    line_of = (lambda i: i + 1) if dat else (lambda i: i + 2)  # the csv header is line 1
+    if dat:
+        cols = _split_dat(ratings_file, 4, ["user", "item", "rating", "ts"], "utf8")
+        num = _ratings_numbers(cols, ratings_file, line_of)
+    else:
+        num = _ratings_csv_typed(require_file(ratings_file))
+        if num is None:
+            num = _ratings_numbers(_ratings_csv_strings(ratings_file), ratings_file, line_of)
     raw = RawData(
         _interactions(
             num["user"],
