@@ -1,330 +1,150 @@
-"""Side-by-side experiments: each finished run's config and metrics -> bench/results/runs/*.json,
-then RESULTS.md regenerated from those files (no hand-typed numbers).
+"""Side-by-side experiments: each suite is a sweep definition, ``bench/sweeps/<suite>.toml``,
+run through ``pipeline.sweep`` as ``fame sweep`` runs it; each finished run's config and metrics
+-> bench/results/runs/<run name>.json, then RESULTS.md regenerated from those files (no
+hand-typed numbers).
 
     python bench/experiments.py run --suite beauty-models      # resumable: finished runs are skipped
     python bench/experiments.py run --suite ml100k-init
     python bench/experiments.py report                         # only regenerate RESULTS.md
 
-A killed run resumes from its last finished epoch (the trainer's checkpoint in the store), a
-run whose JSON exists is not repeated, and a run whose train key (config, upstream keys, code
-version) equals a finished run's reuses that record, so the script can be restarted until the
-suite is done and a tuning run that matches a final configuration is not trained twice.
+A suite is named variants × seeds (``[[variants]]``); ``[meta] run_name`` names each trial's
+JSON file, ``[meta] paired`` lists the report's per-seed comparisons and ``description`` is the
+text of its section. A killed run resumes from its last finished epoch (the trainer's checkpoint
+in the store), a run whose JSON exists is not repeated, and a run whose train key (config,
+upstream keys, code version) equals a finished run's reuses that record, so the script can be
+restarted until the suite is done and a tuning run that matches a final configuration is not
+trained twice.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_rev, machine, peak_rss_mb  # noqa: E402
 
+from pipeline.sweep import DONE, SweepSpec, grid_trials, load_sweep, run_sweep  # noqa: E402
+
 RUNS = RESULTS / "runs"
 REPO = Path(__file__).resolve().parents[1]
-SEEDS = (1, 2, 3)
-FINAL_SEEDS = (1, 2, 3, 4, 5)
-SCALE_H = {"model.facet_scale": "heads"}
-FAME_BEAUTY = {"model.heads": 2, "model.dropout": 0.6}  # chosen on valid by beauty-tuning
-# the best valid NDCG@10 of the whole beauty-tuning suite
-FAME_FINAL = {"model.name": "fame", **FAME_BEAUTY, "model.gate": False}
-FAME_FINAL_LABEL = "FAME (H=2, dropout 0.6, no gate)"
-# SASRec's best valid NDCG@10 in beauty-tuning (given the same knobs as FAME)
-SASREC_FINAL = {"model.name": "sasrec", "train.lr": 2e-3}
-SASREC_FINAL_LABEL = "SASRec (lr 2e-3)"
-# the text suites: configs/{beauty,sports}.toml as they are (titles + derived facets, FAME at the
-# spec's defaults, init=facet_pretrain), one variant per initial item table. The ID-only runs
-# switch the text table off too: they never read it, and so keep the train keys of the earlier
-# ID-only records, which are reused instead of retrained.
-ID_ONLY = {"init.method": "random", "data.item_text": ""}
-TWO_FACETS = [  # H = 2: the two finest facets, the ones closest to item identity
-    {"name": "brand", "field": "brand", "kind": "categorical"},
-    {"name": "leaf", "field": "categories", "kind": "last"},
-]
-FAME_H2_FACETS = {**FAME_FINAL, "facets": TWO_FACETS}
-TUNED = "FAME (tuned)"  # FAME_FINAL: the best valid ID-only setting of beauty-tuning
-# most telling first: a suite cut short on the slower Sports still has the key comparison
-TEXT_VARIANTS = (
-    ("sasrec", {"model.name": "sasrec", **ID_ONLY}, "SASRec"),
-    ("sasrec-text", {"model.name": "sasrec", "init.method": "text"}, "SASRec + text init"),
-    ("fame-h2-facet", FAME_H2_FACETS, f"{TUNED} + facet pre-training"),
-    ("fame-h2", {**FAME_FINAL, **ID_ONLY}, TUNED),
-    ("fame-h2-text", {**FAME_FINAL, "init.method": "text"}, f"{TUNED} + text init"),
-    (
-        "fame-h2-facet-freeze5",
-        {**FAME_H2_FACETS, "init.freeze_epochs": 5},
-        f"{TUNED} + facet pre-training, E frozen 5 epochs",
-    ),
+SWEEPS = Path(__file__).resolve().parent / "sweeps"
+# every suite, in RESULTS.md's order; each is bench/sweeps/<suite>.toml
+SUITES = (
+    "beauty-models",
+    "beauty-tuned",
+    "beauty-final",
+    "beauty-tuning",
+    "ml100k-init",
+    "beauty-text",
+    "sports-text",
+    "beauty-text-tuning",
 )
-TEXT_PAIRS = [
-    ("SASRec + text init", f"{TUNED} + facet pre-training"),
-    ("SASRec + text init", f"{TUNED} + facet pre-training, E frozen 5 epochs"),
-    ("SASRec + text init", f"{TUNED} + text init"),
-    ("SASRec", f"{TUNED} + facet pre-training"),
-]
-# suites whose report adds per-seed differences: (base variant, other variant) pairs
-PAIRED = {
-    "beauty-final": [("SASRec", FAME_FINAL_LABEL), (SASREC_FINAL_LABEL, FAME_FINAL_LABEL)],
-    "beauty-text": TEXT_PAIRS,
-    "sports-text": TEXT_PAIRS,
-}
-
-Run = tuple[str, str, dict, str]  # (run name, config, overrides, variant label)
 
 
-def per_seed(seeds: tuple[int, ...], *variants: Run) -> list[Run]:
-    """Each variant (name prefix, config, overrides, label) once per seed, as ``<prefix>-s<seed>``;
-    seed-major, so a suite cut short still has its variants side by side on the first seeds."""
-    return [
-        (f"{name}-s{s}", config, {**over, "train.seed": s}, label)
-        for s in seeds
-        for name, config, over, label in variants
-    ]
+@dataclass(frozen=True)
+class Run:
+    """One trial of a suite under its bench name (``runs/<name>.json``)."""
+
+    name: str
+    suite: str
+    config: str
+    overrides: dict[str, Any]  # on the config: the sweep's, the variant's, train.seed
+    label: str  # the variant's label: its row in RESULTS.md
+    trial: str  # the trial's name in the sweep (t000, ...)
 
 
-SUITES: dict[str, list[Run]] = {
-    "beauty-models": [
-        *per_seed(
-            SEEDS,
-            ("beauty-sasrec", "beauty", {"model.name": "sasrec"}, "SASRec"),
-            ("beauty-fame", "beauty", {"model.name": "fame"}, "FAME"),
-        ),
-        *per_seed(
-            (1,),
-            (
-                "beauty-fame-nomoe",
-                "beauty",
-                {"model.name": "fame", "model.experts": 1},
-                "FAME w/o MoE (N=1)",
-            ),
-            (
-                "beauty-fame-nogate",
-                "beauty",
-                {"model.name": "fame", "model.gate": False},
-                "FAME w/o gate",
-            ),
-        ),
-    ],
-    # FAME with the settings that won the beauty-tuning suite on valid NDCG@10 (SASRec shares
-    # `heads` and `dropout`, so they are overrides here, not in configs/beauty.toml)
-    "beauty-tuned": per_seed(
-        SEEDS,
-        (
-            "beauty-fame-tuned",
-            "beauty",
-            {"model.name": "fame", **FAME_BEAUTY},
-            "FAME (H=2, dropout 0.6)",
-        ),
-    ),
-    # five seeds each: SASRec at the spec's defaults and at its best valid setting against FAME at
-    # the best valid setting of beauty-tuning (seed 1-3 runs that exist already are reused)
-    "beauty-final": per_seed(
-        FINAL_SEEDS,
-        ("final-beauty-sasrec", "beauty", {"model.name": "sasrec"}, "SASRec"),
-        ("final-beauty-fame", "beauty", FAME_FINAL, FAME_FINAL_LABEL),
-        ("final-beauty-sasrec-tuned", "beauty", SASREC_FINAL, SASREC_FINAL_LABEL),
-    ),
-    # FAME settings tried on Beauty, chosen on the validation split only (seed 1)
-    "beauty-tuning": [
-        (f"tune-beauty-{tag}", "beauty", {**over, "train.seed": 1}, label)
-        for tag, over, label in (
-            ("sasrec", {"model.name": "sasrec"}, "SASRec"),
-            ("fame", {"model.facet_scale": "unit"}, "FAME, W_f init = selector"),
-            ("fame-scaleH", SCALE_H, "FAME, W_f init = H x selector (default)"),
-            # W_f = H x selector converged far faster; the next settings start from it
-            ("fame-scaleH-h2", {**SCALE_H, "model.heads": 2}, "FAME, scale H, H=2"),
-            ("fame-scaleH-drop03", {**SCALE_H, "model.dropout": 0.3}, "FAME, scale H, dropout 0.3"),
-            ("fame-scaleH-n2", {**SCALE_H, "model.experts": 2}, "FAME, scale H, N=2"),
-            ("fame-scaleH-drop06", {**SCALE_H, "model.dropout": 0.6}, "FAME, scale H, dropout 0.6"),
-            (
-                "fame-scaleH-h2-drop06",
-                {**SCALE_H, "model.heads": 2, "model.dropout": 0.6},
-                "FAME, scale H, H=2, dropout 0.6",
-            ),
-            # fairness: SASRec with the overrides FAME won with (both read heads and dropout)
-            (
-                "sasrec-h2-drop06",
-                {"model.name": "sasrec", **FAME_BEAUTY},
-                "SASRec, H=2, dropout 0.6",
-            ),
-            (
-                "fame-h2-drop06-nogate",
-                {**FAME_BEAUTY, "model.gate": False},
-                "FAME, H=2, dropout 0.6, no gate",
-            ),
-            (
-                "fame-h2-drop06-proj",
-                {**FAME_BEAUTY, "model.residual": "proj"},
-                "FAME, H=2, dropout 0.6, residual X W_R^h",
-            ),
-            (
-                "fame-h2-drop06-top2",
-                {**FAME_BEAUTY, "model.router_top_k": 2},
-                "FAME, H=2, dropout 0.6, top-2 router",
-            ),
-            (
-                "fame-h2-drop06-lr2e3",
-                {**FAME_BEAUTY, "train.lr": 2e-3},
-                "FAME, H=2, dropout 0.6, lr 2e-3",
-            ),
-            (
-                "fame-h2-drop06-nogate-n1",
-                {**FAME_BEAUTY, "model.gate": False, "model.experts": 1},
-                "FAME, H=2, dropout 0.6, no gate, N=1 (w/o MoE)",
-            ),
-            # SASRec given the same knobs, so that its defaults are not a straw man
-            (
-                "sasrec-drop06",
-                {"model.name": "sasrec", "model.dropout": 0.6},
-                "SASRec, dropout 0.6",
-            ),
-            ("sasrec-h2", {"model.name": "sasrec", "model.heads": 2}, "SASRec, H=2"),
-            ("sasrec-lr2e3", {"model.name": "sasrec", "train.lr": 2e-3}, "SASRec, lr 2e-3"),
-        )
-    ],
-    "ml100k-init": [
-        run
-        for init in ("random", "text", "facet_pretrain")
-        for run in per_seed(
-            SEEDS, (f"ml100k-fame-{init}", "ml-100k", {"init.method": init}, f"FAME init={init}")
-        )
-    ],
-}
+def load_suite(suite: str, extra: dict[str, Any] | None = None) -> SweepSpec:
+    """The suite's sweep definition; ``extra``: overrides that are no part of its runs' records
+    (the artifact root)."""
+    return load_sweep(SWEEPS / f"{suite}.toml", extra)
 
 
-SUITES |= {
-    f"{ds}-text": per_seed(
-        SEEDS, *((f"{ds}-text-{tag}", ds, over, label) for tag, over, label in TEXT_VARIANTS)
-    )
-    for ds in ("beauty", "sports")
-}
-# §6.9 / issue 10 point 5: what was tried on Beauty (seed 1, chosen on valid) when FAME with a
-# text or facet table did not beat SASRec + text init at the spec's defaults
-SUITES["beauty-text-tuning"] = [
-    (f"tune-text-beauty-{tag}", "beauty", {**over, "train.seed": 1}, label)
-    for tag, over, label in (
-        ("sasrec", {"model.name": "sasrec", **ID_ONLY}, "SASRec"),
-        ("sasrec-text", {"model.name": "sasrec", "init.method": "text"}, "SASRec + text init"),
-        ("fame", {"model.name": "fame", **ID_ONLY}, "FAME"),
-        ("fame-text", {"model.name": "fame", "init.method": "text"}, "FAME + text init"),
-        ("fame-facet", {"model.name": "fame"}, "FAME + facet pre-training"),
-        ("fame-h2", {**FAME_FINAL, **ID_ONLY}, FAME_FINAL_LABEL),
-        ("fame-h2-text", {**FAME_FINAL, "init.method": "text"}, f"{FAME_FINAL_LABEL} + text init"),
-        (
-            "fame-h2-facet",
-            FAME_H2_FACETS,
-            f"{FAME_FINAL_LABEL} + facet pre-training (brand, leaf)",
-        ),
-        (
-            "fame-h2-facet-pca",
-            {**FAME_H2_FACETS, "pretrain.start": "pca"},
-            f"{FAME_FINAL_LABEL} + facet pre-training (brand, leaf), PCA start",
-        ),
-        (
-            "sasrec-text-lr2e3",
-            {**SASREC_FINAL, "init.method": "text"},
-            "SASRec (lr 2e-3) + text init",
-        ),
-    )
-]
-# the earlier Beauty suites ran before configs/beauty.toml named a text table and facets: their
-# runs stay ID-only (same train keys as their records)
-for _suite in ("beauty-models", "beauty-tuned", "beauty-final", "beauty-tuning"):
-    SUITES[_suite] = [(n, c, {**ID_ONLY, **o}, v) for n, c, o, v in SUITES[_suite]]
+def suite_runs(spec: SweepSpec) -> list[Run]:
+    """The suite's trials in sweep order (seed-major), named by ``[meta] run_name``."""
+    template = spec.meta["run_name"]
+    out = []
+    for t in grid_trials(spec):
+        variant = t.variant.name if t.variant else ""
+        name = template.format(variant=variant, seed=t.params.get("train.seed"))
+        label = t.variant.label if t.variant else name
+        overrides = {**spec.overrides, **t.overrides}
+        out.append(Run(name, spec.name, spec.config, overrides, label, t.name))
+    return out
 
 
-ABOUT = {
-    "beauty-models": "SASRec and FAME side by side (same code, same split, 3 seeds), and FAME's "
-    "ablations of §7 (1 seed), all at `configs/beauty.toml`'s settings (the spec's defaults); "
-    "FAME with settings tuned on valid is the `beauty-tuned` suite.",
-    "beauty-tuned": "FAME at the first setting chosen on valid NDCG@10 by `beauty-tuning` "
-    "(`--set model.heads=2 --set model.dropout=0.6`, gate on), 3 seeds; the later rows of "
-    "`beauty-tuning` found the same setting without the gate slightly better on valid, and "
-    "that one is `beauty-final`'s FAME.",
-    "beauty-final": "The comparison issue 3 asks for, with 5 seeds a side: SASRec at the spec's "
-    "defaults and SASRec at its own best valid setting in `beauty-tuning` (lr 2e-3), against "
-    "FAME at the setting with the best valid NDCG@10 in `beauty-tuning`.",
-    "beauty-tuning": "Settings tried on Beauty with seed 1, chosen on valid NDCG@10 "
-    "(`exclude_history`) only. SASRec at the spec's defaults is the first row; the later SASRec "
-    "rows give SASRec the same knobs (heads, dropout, lr) so that its defaults are no straw man. "
-    "Valid differences under ~0.0005 are within seed noise (SASRec's 5-seed valid std: 0.0005).",
-    "beauty-text": "Issue 10 on Beauty: `configs/beauty.toml` (titles joined on the S3-Rec id, "
-    "facets derived from the attribute lists), one variant per initial item table, 3 seeds. "
-    "`FAME (tuned)` is FAME at its best valid ID-only setting (`--set model.heads=2 --set "
-    "model.dropout=0.6 --set model.gate=false`); with 2 heads its facets are the two finest, "
-    "brand and leaf (chosen in `beauty-text-tuning` on seed 1: at the spec's defaults, 4 heads "
-    "and 4 facets, FAME fell behind with text). `text init` is the MiniLM vectors through the "
-    "unsupervised PCA projection (the control: text without FAME or facets); `facet "
-    "pre-training` is §6. SASRec and FAME (tuned) ID-only rows reuse the earlier ID-only records "
-    "(same train keys).",
-    "beauty-text-tuning": "What was tried on Beauty (seed 1; choices on valid NDCG@10 only) "
-    "after FAME with a text or facet table fell behind SASRec + text init at the spec's "
-    "defaults: FAME at its tuned ID-only setting (2 heads, so 2 facets: brand and leaf), the "
-    "§6.9 PCA start there, and SASRec's own tuned lr with text. The other pre-training knobs "
-    "(temperature, steps, label balance, schedule, keep_text) were judged without training, in "
-    "the pre-training sweep under Benchmarks.",
-    "sports-text": "The same on Sports and Outdoors (`configs/sports.toml`; its coarse category "
-    "is attribute level 1, level 0 being one id on 99% of the items).",
-    "ml100k-init": "FAME's initial item embeddings: random, text (MiniLM embeddings through the "
-    "unsupervised projection, no facet supervision) and facet_pretrain (§6), 3 seeds each.",
-}
-
-
-def run_one(
-    name: str, config: str, overrides: dict, variant: str, suite: str, artifacts: str | None
-) -> dict:
+def run_one(run: Run, extra: dict[str, Any], threads: int | None) -> dict:
+    """The run as its suite's sweep trial (``only``: this one), then its JSON record from the
+    store: the trial's run, or the finished run the sweep reused for it."""
     from pipeline.config import load_config
-    from pipeline.runner import run_pipeline
-    from storage import query
 
-    over = dict(overrides)
-    if artifacts:
-        over["paths.artifacts"] = artifacts
-    cfg = load_config(config, over)
-    start = time.perf_counter()
-    ctx = run_pipeline(cfg, config_name=config)
-    wall = time.perf_counter() - start
-    train = ctx.results["train"].artifact.manifest
-    ev = ctx.results["evaluate"]
-    cols, rows = query(
-        ctx.store.root,
+    row = run_sweep(load_suite(run.suite, extra), threads=threads, only=[run.trial]).rows[0]
+    if row["status"] not in DONE:
+        raise SystemExit(f"{run.name} ({run.suite} {run.trial}) {row['status']}: {row['error']}")
+    cfg = load_config(run.config, {**run.overrides, **extra})  # the trial's config
+    return save_record(record_of(run, row["run_id"], cfg))
+
+
+def record_of(run: Run, run_id: str, cfg: Any) -> dict:
+    """What ``runs/<name>.json`` holds, read back from the store's records and artifacts."""
+    from pipeline.registry import ORDER
+    from pipeline.runner import plan_keys
+    from storage import ArtifactStore, query
+
+    store = ArtifactStore(cfg.artifacts_dir())
+    done = [
+        r
+        for r in store.records("stages")
+        if r["run_id"] == run_id and r["status"] in ("computed", "skipped")
+    ]
+    done.sort(key=lambda r: ORDER.index(r["stage"]))
+    arts = {r["stage"]: store.get(r["stage"], r["key"]) for r in done}
+    rec = next(r for r in store.records("runs") if r["run_id"] == run_id)
+    train = arts["train"].manifest
+    _, rows = query(
+        store.root,
         f"""
         select split, protocol, metric || coalesce('@' || k, '') as name, value
-        from metrics where artifact_key = '{ev.key}'""",
+        from metrics where artifact_key = '{arts["evaluate"].key}'""",
     )
     metrics: dict = {}
     for split, protocol, metric, value in rows:
         metrics.setdefault(protocol, {}).setdefault(split, {})[metric] = value
     facet_report = []
-    if "pretrain" in ctx.results:
+    if "pretrain" in arts:
         _, facet_report = query(
-            ctx.store.root,
+            store.root,
             f"""
             select facet, representation, accuracy, n_items from facet_report
-            where artifact_key = '{ctx.results["pretrain"].key}'""",
+            where artifact_key = '{arts["pretrain"].key}'""",
         )
-    record = {
-        "name": name,
-        "suite": suite,
-        "variant": variant,
-        "config_name": config,
-        "overrides": overrides,
+    keys = plan_keys(cfg)
+    return {
+        "name": run.name,
+        "suite": run.suite,
+        "variant": run.label,
+        "config_name": run.config,
+        "overrides": run.overrides,
         "config": cfg.model_dump(mode="json"),
-        "run_id": ctx.run_id,
-        "train_key": ctx.keys["train"],
-        "keys": dict(ctx.keys),
+        "run_id": run_id,
+        "train_key": keys["train"],
+        "keys": keys,
         "best_epoch": train["best_epoch"],
         "epochs_run": train["epochs_run"],
         "train_seconds": train["train_seconds"],
-        "pipeline_wall_seconds": wall,
-        "stages": {s: {"skipped": r.skipped, "seconds": r.seconds} for s, r in ctx.results.items()},
-        # what each stage's artifact took to compute, also where this run found it cached
-        "artifact_seconds": {
-            s: r.artifact.manifest.get("compute_seconds") for s, r in ctx.results.items()
+        "pipeline_wall_seconds": rec["ended_at"] - rec["started_at"],
+        "stages": {
+            r["stage"]: {"skipped": r["status"] == "skipped", "seconds": r["seconds"]} for r in done
         },
+        # what each stage's artifact took to compute, also where this run found it cached
+        "artifact_seconds": {s: a.manifest.get("compute_seconds") for s, a in arts.items()},
         "num_params": train.get("num_params"),
         "metrics": metrics,
         "facet_report": [
@@ -336,7 +156,6 @@ def run_one(
         "machine": machine(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    return save_record(record)
 
 
 def save_record(record: dict) -> dict:
@@ -348,22 +167,27 @@ def save_record(record: dict) -> dict:
     return record
 
 
-def reuse_finished(
-    name: str, config: str, overrides: dict, variant: str, suite: str
-) -> dict | None:
+def reuse_finished(run: Run) -> dict | None:
     """A finished run with the same train key (config, upstream keys and code version, both
     computed by the current code) stands for this one: its record is copied under the new name
-    instead of training the same model again."""
+    instead of training the same model again (also across artifact roots, unlike the sweep's
+    own reuse of the store's runs)."""
     from pipeline.config import RunConfig, load_config
     from pipeline.runner import plan_keys
 
-    key = plan_keys(load_config(config, overrides))["train"]
+    key = plan_keys(load_config(run.config, run.overrides))["train"]
     for r in load_runs():
         if (
             plan_keys(RunConfig.model_validate(r["config"], context={"quiet": True}))["train"]
             == key
         ):
-            record = {**r, "name": name, "suite": suite, "variant": variant, "overrides": overrides}
+            record = {
+                **r,
+                "name": run.name,
+                "suite": run.suite,
+                "variant": run.label,
+                "overrides": run.overrides,
+            }
             record["reused_from"] = r.get("reused_from", r["name"])
             return save_record(record)
     return None
@@ -423,7 +247,7 @@ def paired(done: list[dict], label_of: dict, base: str, other: str) -> list[str]
     ]
 
 
-def report() -> Path:
+def report(path: Path = REPO / "RESULTS.md") -> Path:
     runs = load_runs()
     out = [
         "# Results",
@@ -436,13 +260,15 @@ def report() -> Path:
         "runs (one torch thread each), so it is no speed figure; `bench/train_speed.py` measures speed.",
         "",
     ]
-    for suite, spec in SUITES.items():
-        label_of = {n: v for n, _, _, v in spec}  # the suite's current label of each run
+    for suite in SUITES:
+        spec = load_suite(suite)
+        planned = suite_runs(spec)
+        label_of = {r.name: r.label for r in planned}  # the suite's current label of each run
         done = [r for r in runs if r["name"] in label_of]
         variants = list(dict.fromkeys(label_of.values()))
-        missing = [n for n, *_ in spec if n not in {r["name"] for r in done}]
-        dataset = spec[0][1]
-        out += [f"## {suite} ({dataset})", "", ABOUT[suite], ""]
+        finished = {r["name"] for r in done}
+        missing = [r.name for r in planned if r.name not in finished]
+        out += [f"## {suite} ({spec.config})", "", spec.description, ""]
         for protocol in ("exclude_history", "keep_history"):
             label = (
                 "history items excluded from candidates (S3-Rec/ICLRec protocol, default)"
@@ -474,7 +300,7 @@ def report() -> Path:
                     + f" | {statistics.mean(r['train_seconds'] for r in rs):.0f} |"
                 )
             out.append("")
-        for base, other in PAIRED.get(suite, []):
+        for base, other in spec.meta.get("paired", []):
             out += paired(done, label_of, base, other)
         out += facet_section(done) + stage_times(done)
         if missing:
@@ -490,7 +316,6 @@ def report() -> Path:
                 "",
             ]
     out += bench_section()
-    path = REPO / "RESULTS.md"
     path.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {path}")
     return path
@@ -616,6 +441,29 @@ def bench_section() -> list[str]:
     return out + [""]
 
 
+def run_suites(suites: list[str], only: set[str], artifacts: str | None, threads: int) -> None:
+    """The suites' runs seed by seed (every suite's seed 1 first), each missing one reused from
+    a finished record or run as its sweep trial; RESULTS.md regenerated after each."""
+    extra = {"paths.artifacts": artifacts} if artifacts else {}
+    queue = [run for suite in suites for run in suite_runs(load_suite(suite))]
+    queue.sort(key=lambda r: r.overrides.get("train.seed", 0))  # stable: suite order per seed
+    for run in queue:
+        if (only and run.name not in only) or (RUNS / f"{run.name}.json").is_file():
+            continue
+        print(f"== {run.name}", flush=True)
+        rec = reuse_finished(run)
+        if rec is not None:
+            print(f"   same train key as {rec['reused_from']}: reused", flush=True)
+        else:
+            rec = run_one(run, extra, threads or None)
+        print(
+            f"   test ndcg@10 {rec['metrics']['exclude_history']['test']['ndcg@10']:.4f} "
+            f"best epoch {rec['best_epoch']} in {rec['train_seconds']:.0f}s",
+            flush=True,
+        )
+        report()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -635,28 +483,10 @@ def main() -> None:
     sub.add_parser("report")
     args = parser.parse_args()
     if args.cmd == "run":
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
+        # a trial runs without progress bars: its stages and epochs are log lines
+        logging.basicConfig(level=logging.INFO, format="   %(message)s")
         only = set(filter(None, args.only.split(",")))
-        queue = [(run, suite) for suite in args.suite for run in SUITES[suite]]
-        queue.sort(key=lambda q: q[0][2].get("train.seed", 0))  # stable: suite order per seed
-        for (name, config, overrides, variant), suite in queue:
-            if (only and name not in only) or (RUNS / f"{name}.json").is_file():
-                continue
-            print(f"== {name}", flush=True)
-            rec = reuse_finished(name, config, overrides, variant, suite)
-            if rec is not None:
-                print(f"   same train key as {rec['reused_from']}: reused", flush=True)
-            else:
-                rec = run_one(name, config, overrides, variant, suite, args.artifacts)
-            print(
-                f"   test ndcg@10 {rec['metrics']['exclude_history']['test']['ndcg@10']:.4f} "
-                f"best epoch {rec['best_epoch']} in {rec['train_seconds']:.0f}s",
-                flush=True,
-            )
-            report()
+        run_suites(args.suite, only, args.artifacts, args.threads)
     report()
 
 

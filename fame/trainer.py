@@ -31,6 +31,7 @@ from fame.config import (
 )
 from fame.data import Packed, SplitData, pack, train_batches
 from fame.device import resolve_device
+from fame.epoch_hook import EpochHook, ask, replay
 from fame.evaluate import evaluate
 from fame.losses import NextItemLoss, make_loss
 from fame.model import SeqRecModel
@@ -256,6 +257,7 @@ def fit(
     fresh: bool = False,
     spec: EvalConfig | None = None,
     shard: Shard | None = None,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     """Train ``model`` in place; on return it holds the weights of the best validation epoch.
 
@@ -274,13 +276,17 @@ def fit(
     ``spec``: the evaluation spec; early stopping ranks under its primary protocol.
     ``shard``: this process's rank in a data-parallel job (``fame.distributed``); rank 0 holds
     the lock, evaluates and saves, and its model ends with the best weights.
+    ``on_epoch(epoch, valid)``: called after each valid evaluation once the epoch is saved (and
+    for the epochs a resume restored); True raises ``Pruned``, leaving a resumable state.
     """
     work_dir = Path(work_dir)
+    if on_epoch is not None and shard is not None:
+        raise ValueError("on_epoch needs a single-process fit (rank 0 alone evaluates)")
     args = (model, data, cfg, spec or EvalConfig(), work_dir, progress, fail_at_epoch)
     if shard is not None and not shard.main:  # rank 0's lock covers the job
         return _fit_locked(*args, freeze_item_epochs, fresh, shard)
     with resume_lock(work_dir):
-        return _fit_locked(*args, freeze_item_epochs, fresh, shard)
+        return _fit_locked(*args, freeze_item_epochs, fresh, shard, on_epoch)
 
 
 def _fit_locked(
@@ -294,6 +300,7 @@ def _fit_locked(
     freeze_item_epochs: int,
     fresh: bool,
     shard: Shard | None,
+    on_epoch: EpochHook | None = None,
 ) -> FitResult:
     device = resolve_device(cfg.device)
     model.to(device)
@@ -315,6 +322,7 @@ def _fit_locked(
             if resumed_from is not None:
                 _restore(model, loop, last, fingerprint, rank=shard.rank)
     state = loop.state
+    replay(on_epoch, state["history"], state["done"] or state["epoch"] >= cfg.epochs)
 
     n_batches = -(-int((np.diff(data.offsets) >= 2).sum()) // cfg.batch_size)
     start_time = time.perf_counter() - state["seconds"]
@@ -358,6 +366,7 @@ def _fit_locked(
             shard.barrier()
         if fail_at_epoch is not None and epoch == fail_at_epoch:
             raise InjectedFailure(f"injected failure after epoch {epoch}")
+        ask(on_epoch, row, final=state["done"] or epoch >= cfg.epochs)
 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])

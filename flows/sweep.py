@@ -8,7 +8,8 @@ processes, or the cluster at ``address``; it is started only when some trial has
 worker killed mid-trial is handled by Dask, which hands the task to another worker (up to
 ``distributed.scheduler.allowed-failures`` deaths); there the run resumes from the store (cached
 stages skipped, train from its last epoch). A trial that fails for a transient reason is
-retried by Prefect; a deterministic error fails that trial only.
+retried by Prefect; a deterministic error fails that trial only. A pruned Optuna trial is a
+result, not an error: it is never retried.
 
 The flow is named ``fame`` like the pipeline flow, so its deployment is ``fame/sweep``.
 """
@@ -38,8 +39,14 @@ SWEEP_DEPLOYMENT = "sweep"
 def trial_task(job: dict[str, Any]) -> dict[str, Any]:
     """One trial (or the shared upstream stages) as a pipeline run in this worker process."""
     out = run_trial(job)
+    pruned = f" (pruned after epoch {out['pruned']['epoch']})" if out.get("pruned") else ""
     get_run_logger().info(
-        "%s %s: run %s in %.1fs", job["sweep"], job["trial"], out["run_id"], out["seconds"]
+        "%s %s: run %s in %.1fs%s",
+        job["sweep"],
+        job["trial"],
+        out["run_id"],
+        out["seconds"],
+        pruned,
     )
     return out
 
@@ -99,8 +106,8 @@ def sweep_flow(
     """A grid or an Optuna study of pipeline runs, trials on a Dask cluster; finished ones are reused.
 
     Args:
-        sweep: Path of the sweep definition (TOML: base config, overrides, grid and seeds or an
-            Optuna search space).
+        sweep: Path of the sweep definition (TOML: base config, overrides, then variants, grid
+            and seeds, or an Optuna search space and pruner).
         overrides: Fixed config fields added to every trial, as dotted keys, e.g.
             {"paths.artifacts": "/shared/artifacts"}.
         workers: Worker processes of the local Dask cluster (one thread each); also the number
@@ -148,6 +155,7 @@ def _publish(result: SweepResult) -> None:
     body = [
         f"# sweep `{result.spec.name}` ({result.spec.kind}, {len(rows)} trials)",
         "",
+        *([result.spec.description, ""] if result.spec.description else []),
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *("| " + " | ".join(row) + " |" for row in rows),

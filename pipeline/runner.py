@@ -19,6 +19,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from fame.epoch_hook import Pruned
 from pipeline.config import RunConfig
 from pipeline.context import RunContext, StageRef, StageResult
 from pipeline.errors import PipelineError
@@ -207,7 +208,7 @@ def _execute(ctx: RunContext, name: str, refs: Mapping[str, StageRef]) -> StageR
             ctx,
             name,
             key,
-            "failed",
+            _failure(exc),
             time.perf_counter() - start,
             began,
             {},
@@ -387,10 +388,16 @@ def run_pipeline(
             if name == SOURCE:  # prechecks that need the items table
                 precheck(ctx, wanted)
     except BaseException as exc:
-        finish_run(ctx, "failed", f"{type(exc).__name__}: {exc}")
+        finish_run(ctx, _failure(exc), f"{type(exc).__name__}: {exc}")
         raise
     finish_run(ctx, "completed")
     return ctx
+
+
+def _failure(exc: BaseException) -> str:
+    """A run's or stage's status when ``exc`` ended it: ``pruned`` (a sweep gave the trial
+    up, see ``pipeline.pruning``) or ``failed``."""
+    return "pruned" if isinstance(exc, Pruned) else "failed"
 
 
 def _result(ctx: RunContext, ref: StageRef, wall_seconds: float) -> StageResult:

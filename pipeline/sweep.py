@@ -1,6 +1,6 @@
-"""Sweeps: many pipeline runs of one base config, a grid over config fields × seeds or an
-Optuna study, each trial a normal run (``run_pipeline``) whose shared upstream artifacts come
-from the store.
+"""Sweeps: many pipeline runs of one base config, named variants × a grid over config fields
+× seeds, or an Optuna study, each trial a normal run (``run_pipeline``) whose shared upstream
+artifacts come from the store.
 
 The loop here knows nothing of Prefect or Dask: it hands each trial, as plain data
 (``run_trial``'s payload), to a ``TrialPool`` and waits on what it returns. ``flows.sweep``
@@ -10,7 +10,8 @@ not downstream of train) are computed once per distinct key, so trials only read
 whose train and evaluate keys already belong to a completed run is not run again: its metrics
 are read back (``status = reused``, or ``cached`` when this sweep recorded it before). Each
 trial is one ``sweeps`` record (a catalog view, like ``runs``); an Optuna study is kept in
-``<artifacts>/_sweeps/<name>/study.db`` so a rerun with a larger budget continues it.
+``<artifacts>/_sweeps/<name>/study.db`` so a rerun with a larger budget continues it, and its
+trials report every epoch there for pruning (``pipeline.pruning``).
 """
 
 from __future__ import annotations
@@ -22,18 +23,28 @@ import os
 import statistics
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fame.epoch_hook import Pruned
 from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.pruning import epoch_hook, make_pruner, storage, study_reporter
 from pipeline.registry import TARGET, VIEWS
 from pipeline.runner import (
     downstream_closure,
     needed_stages,
+    new_run_id,
     plan_keys,
     recorded_keys,
     run_pipeline,
@@ -48,10 +59,53 @@ MODEL_STAGE = "train"  # what a trial is for; every needed stage not downstream 
 RECORD = "sweeps"  # record kind, and the catalog view over it
 SWEEPS_DIR = "_sweeps"  # per-sweep state under the artifact root (the Optuna study)
 DONE = ("completed", "reused", "cached")  # statuses with metrics
+PRUNED = "pruned"  # an Optuna trial given up: its last valid metrics, no test metrics
 METRICS = ("valid_ndcg10", "valid_hr10", "test_ndcg10", "test_hr10")
+NAME = r"^[A-Za-z0-9_.-]+$"
 
 
 # -- the definition (TOML) ------------------------------------------------------------------
+def _dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"epochs": 5}}`` and ``{"train.epochs": 5}`` both as ``{"train.epochs": 5}``."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(_dotted(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+class Variant(BaseModel):
+    """A named setting of a grid sweep (most comparisons are a few hand-picked settings, not
+    a product): overrides on top of the sweep's, a label for tables (default: the name) and,
+    where they differ from the sweep's, its own seeds."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME)
+    label: str = ""
+    overrides: dict[str, Any] = {}
+    seeds: list[int] | None = None
+
+    @field_validator("overrides", mode="before")
+    @classmethod
+    def _flat(cls, value: Any) -> Any:
+        return _dotted(value) if isinstance(value, Mapping) else value
+
+    @field_validator("seeds")
+    @classmethod
+    def _some(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and not seeds:
+            raise ValueError("a variant's seeds, when given, need at least one seed")
+        return seeds
+
+    @model_validator(mode="after")
+    def _label(self) -> Variant:
+        self.label = self.label or self.name
+        return self
+
+
 class Dimension(BaseModel):
     """One field of an Optuna search space: ``float`` (``log`` for a log-uniform), ``int`` or
     ``categorical`` (``choices``)."""
@@ -85,32 +139,70 @@ class Dimension(BaseModel):
 
 
 class OptunaSpec(BaseModel):
-    """An Optuna study maximising the primary protocol's valid NDCG@10 (TPE, seeded)."""
+    """An Optuna study maximising the primary protocol's valid NDCG@10 (TPE, seeded), pruning
+    trials whose valid NDCG@10 after an epoch is below the median of the complete trials' at
+    that epoch (``pruner = "none"``: every trial trains to the end)."""
 
     model_config = ConfigDict(extra="forbid")
     n_trials: int = Field(gt=0)
     seed: int = 0
     space: dict[str, Dimension]
+    pruner: Literal["median", "none"] = "median"
+    n_startup_trials: int = Field(5, ge=0)  # complete trials before any pruning
+    n_warmup_steps: int = Field(0, ge=0)  # no pruning before this epoch (steps: epochs 1, 2, …)
+
+    def pruning(self) -> dict[str, Any] | None:
+        """The pruner as plain data for a trial's payload; None: no pruning, no reports."""
+        if self.pruner == "none":
+            return None
+        return self.model_dump(include={"pruner", "n_startup_trials", "n_warmup_steps"})
 
 
 class SweepSpec(BaseModel):
-    """A sweep definition: base config + fixed overrides, then a grid × seeds or a study."""
+    """A sweep definition: base config + fixed overrides, then variants × a grid × seeds, or a
+    study. ``meta`` is free-form, for tools that read definitions (``bench/experiments.py``:
+    run names, paired comparisons); the sweep ignores it."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(pattern=NAME)
     config: str
+    description: str = ""
     overrides: dict[str, Any] = {}
+    variants: list[Variant] = []
     grid: dict[str, list[Any]] = {}
     seeds: list[int] = []
     optuna: OptunaSpec | None = None
     data_dir: str | None = None
+    meta: dict[str, Any] = {}
+
+    @field_validator("grid")
+    @classmethod
+    def _values(cls, grid: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if empty := [name for name, values in grid.items() if not values]:
+            raise ValueError(f"every grid field needs at least one value: {empty}")
+        return grid
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, variants: list[Variant]) -> list[Variant]:
+        for attr in ("name", "label"):
+            seen = [getattr(v, attr) for v in variants]
+            if dupes := sorted({x for x in seen if seen.count(x) > 1}):
+                raise ValueError(f"variant {attr}s must differ: {dupes} more than once")
+        return variants
 
     @model_validator(mode="after")
     def _one_kind(self) -> SweepSpec:
-        if self.optuna is not None and (self.grid or self.seeds):
-            raise ValueError("a sweep is a grid (grid/seeds) or an Optuna study, not both")
-        if any(not values for values in self.grid.values()):
-            raise ValueError("every grid field needs at least one value")
+        if self.optuna is not None and (self.grid or self.seeds or self.variants):
+            raise ValueError(
+                "a sweep is a grid (variants/grid/seeds) or an Optuna study (optuna), not both"
+            )
+        seeded = self.seeds or any(v.seeds for v in self.variants)
+        tables = [self.overrides, self.grid, *(v.overrides for v in self.variants)]
+        if seeded and any("train.seed" in t for t in tables):
+            raise ValueError(
+                "seeds sets train.seed: leave it out of overrides, grid and variants.overrides"
+            )
         return self
 
     @property
@@ -118,22 +210,11 @@ class SweepSpec(BaseModel):
         return "optuna" if self.optuna is not None else "grid"
 
 
-def _dotted(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"train": {"epochs": 5}}`` and ``{"train.epochs": 5}`` both as ``{"train.epochs": 5}``."""
-    out: dict[str, Any] = {}
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_dotted(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
 def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> SweepSpec:
-    """A sweep TOML (``[sweep]`` name/config/seeds, ``[overrides]``, ``[grid]`` or
-    ``[optuna]`` + ``[optuna.space."field"]``) plus extra fixed overrides (``--set``). A
-    relative ``config`` path is read relative to the sweep file."""
+    """A sweep TOML (``[sweep]`` name/config/description/seeds, ``[overrides]``,
+    ``[[variants]]`` and/or ``[grid]``, or ``[optuna]`` + ``[optuna.space."field"]``; ``[meta]``)
+    plus extra fixed overrides (``--set``). A relative ``config`` path is read relative to the
+    sweep file."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
@@ -165,23 +246,35 @@ def load_sweep(path: str | Path, overrides: Mapping[str, Any] | None = None) -> 
 @dataclass(frozen=True)
 class Trial:
     name: str
-    params: dict[str, Any]
+    params: dict[str, Any]  # what the grid or the study sets, and train.seed
+    variant: Variant | None = None
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """Everything the trial sets on top of the sweep's overrides."""
+        return {**(self.variant.overrides if self.variant else {}), **self.params}
 
 
 def grid_trials(spec: SweepSpec) -> list[Trial]:
-    """The grid's product in field order, each setting once per seed (seed-major, so a sweep
-    cut short has every setting on its first seeds)."""
+    """Each variant (or the base config alone) × the grid's product in field order, once per
+    seed; seed-major, variants in file order within a seed, so a sweep cut short has every
+    setting side by side on its first seeds. A variant's own ``seeds`` replace the sweep's."""
     fields = list(spec.grid)
     settings = [
         dict(zip(fields, combo, strict=True)) for combo in itertools.product(*spec.grid.values())
     ]
-    seeds: list[int | None] = list(spec.seeds) or [None]
-    params = [
-        {**setting, **({} if seed is None else {"train.seed": seed})}
-        for seed in seeds
-        for setting in settings
-    ]
-    return [Trial(f"t{i:03d}", p) for i, p in enumerate(params)]
+    variants: list[Variant | None] = list(spec.variants) or [None]
+
+    def seeds_of(v: Variant | None) -> list[int | None]:
+        return list(v.seeds if v is not None and v.seeds is not None else spec.seeds) or [None]
+
+    trials: list[Trial] = []
+    for seed in dict.fromkeys(s for v in variants for s in seeds_of(v)):
+        for v in (v for v in variants if seed in seeds_of(v)):
+            for setting in settings:
+                params = {**setting, **({} if seed is None else {"train.seed": seed})}
+                trials.append(Trial(f"t{len(trials):03d}", params, v))
+    return trials
 
 
 def trial_config(spec: SweepSpec, params: Mapping[str, Any]) -> RunConfig:
@@ -194,10 +287,12 @@ def payload(
     trial: str,
     stages: list[str] | None = None,
     threads: int | None = None,
+    prune: Mapping[str, Any] | None = None,
 ) -> dict:
     """What a worker gets (plain data): the resolved config with absolute paths
     (``task_config``), so a worker on another machine or working directory reads and writes
-    the same store; ``threads`` caps torch's threads so workers do not oversubscribe."""
+    the same store; ``threads`` caps torch's threads so workers do not oversubscribe;
+    ``prune``: where the trial reports its epochs (``pipeline.pruning.study_reporter``)."""
     return {
         "sweep": spec.name,
         "trial": trial,
@@ -205,27 +300,35 @@ def payload(
         "config_name": spec.config,
         "stages": stages,
         "threads": threads,
+        "prune": dict(prune) if prune else None,
     }
 
 
 def run_trial(job: Mapping[str, Any]) -> dict[str, Any]:
     """Run one trial (or the shared upstream stages, ``stages``) in this process; returns the
-    run id and its keys. Called on a worker: everything it needs is in ``job``."""
+    run id and its keys, or for a pruned trial ``pruned``: its last epoch and valid metrics (a
+    value, not an error: nothing retries it). Called on a worker: everything is in ``job``."""
     if job.get("threads"):
         import torch
 
         torch.set_num_threads(int(job["threads"]))
     cfg = RunConfig.model_validate(dict(job["config"]))
-    start = time.perf_counter()
-    ctx = run_pipeline(
-        cfg, job.get("stages"), progress=False, config_name=str(job.get("config_name", ""))
-    )
-    return {
-        "run_id": ctx.run_id,
-        "keys": {s: r.key for s, r in ctx.results.items()},
-        "seconds": round(time.perf_counter() - start, 3),
-        "pid": os.getpid(),
-    }
+    hook = study_reporter(job["prune"]) if job.get("prune") else None
+    start, run_id = time.perf_counter(), new_run_id()
+    out: dict[str, Any] = {"run_id": run_id, "keys": {}, "pid": os.getpid()}
+    try:
+        with epoch_hook(hook):
+            ctx = run_pipeline(
+                cfg,
+                job.get("stages"),
+                progress=False,
+                config_name=str(job.get("config_name", "")),
+                run_id=run_id,
+            )
+        out["keys"] = {s: r.key for s, r in ctx.results.items()}
+    except Pruned as exc:
+        out["pruned"] = {"epoch": exc.epoch, "valid": exc.valid}
+    return {**out, "seconds": round(time.perf_counter() - start, 3)}
 
 
 def trial_metrics(store: ArtifactStore, evaluate_key: str, protocol: str) -> dict[str, float]:
@@ -334,12 +437,15 @@ class _Sweep:
             "sweep": self.spec.name,
             "kind": self.spec.kind,
             "trial": trial.name,
+            "variant": trial.variant.name if trial.variant else None,
+            "label": trial.variant.label if trial.variant else None,
             "params": canonical_json(trial.params),
             "run_id": None,
             "train_key": keys[MODEL_STAGE],
             "evaluate_key": keys[TARGET],
             "protocol": self.protocol,
             **dict.fromkeys(METRICS),
+            "epochs": None,  # trained: epochs run (a pruned trial's: until it was pruned)
             "status": "running",
             "error": None,
             "seconds": None,
@@ -347,9 +453,11 @@ class _Sweep:
             "ended_at": None,
         }
 
-    def launch(self, trial: Trial) -> tuple[dict[str, Any], Any | None]:
+    def launch(
+        self, trial: Trial, prune: Mapping[str, Any] | None = None
+    ) -> tuple[dict[str, Any], Any | None]:
         """The trial's row, and its pool handle when it has to run (None: finished before)."""
-        cfg = trial_config(self.spec, trial.params)
+        cfg = trial_config(self.spec, trial.overrides)
         row = self.base_row(trial, cfg)
         before = self.previous.get(trial.name)
         same = before and before.get("evaluate_key") == row["evaluate_key"]
@@ -361,17 +469,19 @@ class _Sweep:
         self.record(row)
         self.submitted += 1
         return row, self.get_pool().submit(
-            payload(self.spec, cfg, trial.name, threads=self.threads)
+            payload(self.spec, cfg, trial.name, threads=self.threads, prune=prune)
         )
 
     def finish(
         self, row: dict[str, Any], out: Mapping[str, Any], status: str = "completed"
     ) -> dict[str, Any]:
         metrics = trial_metrics(self.store, row["evaluate_key"], row["protocol"])
+        train = self.store.get(MODEL_STAGE, row["train_key"])
         return self.record(
             {
                 **row,
                 **metrics,
+                "epochs": train.manifest.get("epochs_run") if train else None,
                 "run_id": out["run_id"],
                 "status": status,
                 "seconds": out.get("seconds"),
@@ -386,6 +496,19 @@ class _Sweep:
             log.warning("sweep %s: trial %s failed: %s", self.spec.name, row["trial"], exc)
             error = f"{type(exc).__name__}: {exc}"
             return self.record({**row, "status": "failed", "error": error, "ended_at": time.time()})
+        if pruned := out.get("pruned"):
+            return self.record(
+                {
+                    **row,
+                    "valid_ndcg10": pruned["valid"].get("ndcg@10"),
+                    "valid_hr10": pruned["valid"].get("hr@10"),
+                    "epochs": pruned["epoch"],
+                    "run_id": out["run_id"],
+                    "status": PRUNED,
+                    "seconds": out.get("seconds"),
+                    "ended_at": time.time(),
+                }
+            )
         return self.finish(row, out)
 
 
@@ -395,18 +518,26 @@ def run_sweep(
     *,
     parallel: int = 1,
     threads: int | None = None,
+    only: Collection[str] | None = None,
 ) -> SweepResult:
     """Run the sweep's trials through ``pool`` (made on first need), at most ``parallel`` Optuna
     trials in flight (a grid submits all at once: the pool queues them), each with ``threads``
-    torch threads (None: torch's default). Returns every trial's row, in trial order."""
+    torch threads (None: torch's default). ``only``: the grid trials (by name) to run in this
+    call, the others left as they are. Returns every trial's row, in trial order."""
     start = time.perf_counter()
-    first = trial_config(spec, grid_trials(spec)[0].params if spec.optuna is None else {})
+    trials = grid_trials(spec) if spec.optuna is None else []
+    if only is not None:
+        if spec.optuna is not None:
+            raise ConfigError(f"sweep {spec.name}: only picks grid trials, not Optuna ones")
+        if unknown := set(only) - {t.name for t in trials}:
+            raise ConfigError(f"sweep {spec.name} has no trial(s) {sorted(unknown)}")
+        trials = [t for t in trials if t.name in only]
+    first = trial_config(spec, trials[0].overrides if trials else {})
     store = ArtifactStore(first.artifacts_dir())
     previous = {r["trial"]: r for r in store.records(RECORD) if r.get("sweep") == spec.name}
     sweep = _Sweep(spec, pool, store, finished_runs(store), previous, threads)
     if spec.optuna is None:
-        trials = grid_trials(spec)
-        _prepare(sweep, [trial_config(spec, t.params) for t in trials])
+        _prepare(sweep, [trial_config(spec, t.overrides) for t in trials])
         launched = [sweep.launch(t) for t in trials]
         for row, handle in launched:
             if handle is not None:
@@ -451,9 +582,10 @@ def open_study(spec: SweepSpec, root: Path) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=spec.name,
-        storage=f"sqlite:///{path}",
+        storage=storage(path),
         direction="maximize",
         load_if_exists=True,
+        pruner=make_pruner(spec.optuna.model_dump()),
     )
     # seeded afresh per resume, offset by the trials so far: the same seed again would draw
     # the first trials' parameters again (and so only reuse them)
@@ -462,8 +594,9 @@ def open_study(spec: SweepSpec, root: Path) -> Any:
 
 
 def _optuna(sweep: _Sweep, parallel: int) -> dict[str, Any] | None:
-    """Ask/tell with up to ``parallel`` trials in flight until ``n_trials`` are complete (or
-    failed in this call). Trials a killed sweep left RUNNING are failed and asked again."""
+    """Ask/tell with up to ``parallel`` trials in flight until ``n_trials`` are complete or
+    pruned (or failed in this call). Trials a killed sweep left RUNNING are failed and asked
+    again; pruned trials stay pruned."""
     from optuna.trial import TrialState
 
     spec = sweep.spec
@@ -473,11 +606,14 @@ def _optuna(sweep: _Sweep, parallel: int) -> dict[str, Any] | None:
     for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         study.tell(stale.number, state=TrialState.FAIL)
         study.enqueue_trial(stale.params)
-    complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    for t in ended:
         name = f"o{t.number:03d}"  # earlier trials belong to the table too
         if name in sweep.previous:
-            sweep.rows[name] = {**sweep.previous[name], "status": "cached"}
+            status = "cached" if t.state == TrialState.COMPLETE else PRUNED
+            sweep.rows[name] = {**sweep.previous[name], "status": status}
+    complete = len(ended)  # the budget counts pruned trials too
+    settings = spec.optuna.pruning()
     prepared, failed = False, 0
     inflight: dict[int, tuple[Any, dict[str, Any], Any]] = {}
     while inflight or complete + failed + len(inflight) < spec.optuna.n_trials:
@@ -487,7 +623,13 @@ def _optuna(sweep: _Sweep, parallel: int) -> dict[str, Any] | None:
             if not prepared:  # every trial shares the upstream unless the space reaches it
                 _prepare(sweep, [trial_config(spec, trial.params)])
                 prepared = True
-            row, handle = sweep.launch(trial)
+            prune = settings and {
+                "storage": str(study_path(sweep.store.root, spec.name)),
+                "study": spec.name,
+                "number": asked.number,
+                "pruner": settings,
+            }
+            row, handle = sweep.launch(trial, prune)
             if handle is None:
                 study.tell(asked, row["valid_ndcg10"])
                 complete += 1
@@ -500,6 +642,9 @@ def _optuna(sweep: _Sweep, parallel: int) -> dict[str, Any] | None:
         row = sweep.collect(row, handle)
         if row["status"] in DONE:
             study.tell(asked, row["valid_ndcg10"])
+            complete += 1
+        elif row["status"] == PRUNED:  # its last reported epoch becomes its value
+            study.tell(asked, state=TrialState.PRUNED)
             complete += 1
         else:
             study.tell(asked, state=TrialState.FAIL)
@@ -517,19 +662,24 @@ def _fmt(value: Any) -> str:
 
 
 def report_rows(trials: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """One line per trial: params, status, run, the four metrics, seconds."""
-    columns = ["trial", "params", "status", "run_id", *METRICS, "seconds"]
+    """One line per trial: its variant's label (if any), params, status, run, the four
+    metrics (a pruned trial: valid only, of its last epoch), epochs, seconds."""
+    named = ["variant"] if any(r.get("label") for r in trials) else []
+    columns = ["trial", *named, "params", "status", "run_id", *METRICS, "epochs", "seconds"]
     rows = []
     for r in trials:
         params = ", ".join(f"{k}={v}" for k, v in json.loads(r["params"]).items())
         seconds = "" if r.get("seconds") is None else f"{r['seconds']:.1f}"
+        epochs = "" if r.get("epochs") is None else str(r["epochs"])
         rows.append(
             [
                 r["trial"],
+                *[r.get("label") or "" for _ in named],
                 params,
                 r["status"],
                 r.get("run_id") or "",
                 *map(_fmt, (r.get(m) for m in METRICS)),
+                epochs,
                 seconds,
             ]
         )
@@ -537,12 +687,14 @@ def report_rows(trials: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[li
 
 
 def summary_rows(trials: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    """Each setting (params without ``train.seed``) over its seeds: n, mean ± std."""
+    """Each setting (variant label and params without ``train.seed``) over its seeds: n,
+    mean ± std."""
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in trials:
         if r["status"] in DONE:
             params = {k: v for k, v in json.loads(r["params"]).items() if k != "train.seed"}
-            key = ", ".join(f"{k}={v}" for k, v in params.items()) or "(base)"
+            parts = [r.get("label") or "", ", ".join(f"{k}={v}" for k, v in params.items())]
+            key = ", ".join(filter(None, parts)) or "(base)"
             groups.setdefault(key, []).append(r)
     columns = ["setting", "n", *METRICS]
     rows = []

@@ -3,6 +3,8 @@
 Training state lives in ``<store>/_work/train/<key>/`` (``last.pt`` after every epoch), so a
 killed run resumes from its last finished epoch when the same config is run again. A forced
 train starts from scratch; the state is deleted once the artifact holding the model is published.
+In a sweep's Optuna trial the epochs are reported to the study (``pipeline.pruning``); a pruned
+train publishes nothing and keeps its state, so the same config run later resumes it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fame.config import (
 from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
+from pipeline.pruning import EPOCH_HOOK
 from pipeline.stages.base import RESULT, StageOutput, drop_at_default
 
 if TYPE_CHECKING:
@@ -109,10 +112,13 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         "fresh": NAME in ctx.force,  # a forced train retrains, whatever state a run left
         "spec": cfg.evaluate,
     }
+    on_epoch = EPOCH_HOOK.get()  # a sweep trial's pruning hook: not config, not in the key
     if cfg.train.nproc > 1:  # data-parallel under torchrun; rank 0 hands back the model
+        if on_epoch is not None:
+            log.warning("train.nproc > 1: epochs are not reported, the trial is not pruned")
         result = fit_distributed(model, data, cfg.train, work_dir(ctx), **kwargs)
     else:
-        result = fit(model, data, cfg.train, work_dir(ctx), **kwargs)
+        result = fit(model, data, cfg.train, work_dir(ctx), **kwargs, on_epoch=on_epoch)
     history = pa.Table.from_pylist([_flat(h) for h in result.history])
     item_map = ingest.table("items").select(["item_id", "source_id"])
 

@@ -14,6 +14,7 @@ from support import popularity_ndcg10
 
 from fame.checkpoint import load_checkpoint, save_checkpoint
 from fame.config import EvalConfig, ModelConfig, TrainConfig
+from fame.epoch_hook import Pruned
 from fame.evaluate import evaluate, recommend_topk
 from fame.model import SeqRecModel
 from fame.trainer import InjectedFailure, _rng_state, _set_rng_state, fit
@@ -73,6 +74,47 @@ def test_resume_gives_identical_run(cyclic, tmp_path):
     # a finished run called again returns at once with the same result
     done = fit(_model("fame", cyclic), cyclic, cfg, tmp_path / "b", progress=False)
     assert done.best_valid == straight.best_valid and done.epochs_run == straight.epochs_run
+
+
+def test_an_epoch_hook_prunes_leaving_a_state_that_resumes_to_the_same_end(cyclic, tmp_path):
+    cfg = _cfg(epochs=5, patience=10)
+    seen = []
+
+    def prune_at_2(epoch, valid):
+        seen.append((epoch, valid["ndcg@10"]))
+        return epoch == 2
+
+    with pytest.raises(Pruned) as info:
+        fit(
+            _model("fame", cyclic), cyclic, cfg, tmp_path / "b", progress=False, on_epoch=prune_at_2
+        )
+    assert info.value.epoch == 2 and [e for e, _ in seen] == [1, 2]
+    assert info.value.valid["ndcg@10"] == seen[-1][1]
+    # a hook that never prunes changes nothing: the same curve as the pruned fit up to epoch 2
+    straight = fit(
+        _model("fame", cyclic),
+        cyclic,
+        cfg,
+        tmp_path / "a",
+        progress=False,
+        on_epoch=lambda e, v: None,
+    )
+    assert [h["valid"]["ndcg@10"] for h in straight.history[:2]] == [v for _, v in seen]
+    # the pruned fit's state is an epoch-2 state, not a finished one: without the hook it resumes
+    resumed = fit(_model("fame", cyclic), cyclic, cfg, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 2 and resumed.epochs_run == 5 and resumed.epochs_trained == 3
+    assert resumed.best_valid == straight.best_valid
+    # resumed again, the hook is shown the restored epochs; a finished state is never pruned
+    replayed = []
+    again = fit(
+        _model("fame", cyclic),
+        cyclic,
+        cfg,
+        tmp_path / "b",
+        progress=False,
+        on_epoch=lambda e, v: replayed.append(e) or True,
+    )
+    assert replayed == [1, 2, 3, 4, 5] and again.best_valid == straight.best_valid
 
 
 def test_same_seed_same_metrics(cyclic, tmp_path):

@@ -13,6 +13,7 @@ from pipeline.sweep import (
     open_study,
     run_sweep,
     study_path,
+    trial_config,
 )
 from storage import query
 
@@ -53,6 +54,68 @@ def test_nested_tables_and_set_overrides(tmp_path):
     spec = load_sweep(path, {"paths.artifacts": "/x"})
     assert spec.name == "s" and spec.overrides == {"train.epochs": 2, "paths.artifacts": "/x"}
     assert [t.params for t in grid_trials(spec)] == [{"model.heads": 1}, {"model.heads": 2}]
+
+
+VARIANTS = """
+[sweep]
+config = "synthetic"
+seeds = [1, 2]
+[[variants]]
+name = "sasrec"
+label = "SASRec"
+overrides = { "model.name" = "sasrec" }
+[[variants]]
+name = "fame-h2"
+seeds = [1]
+[variants.overrides.model]
+name = "fame"
+heads = 2
+[grid]
+"train.lr" = [1e-3, 2e-3]
+"""
+
+
+def test_variants_times_grid_times_seeds_seed_major(tmp_path):
+    path = tmp_path / "v.toml"
+    path.write_text(VARIANTS)
+    spec = load_sweep(path)
+    assert [v.label for v in spec.variants] == ["SASRec", "fame-h2"]  # the name by default
+    got = [(t.name, t.variant.name, t.params) for t in grid_trials(spec)]
+    assert got == [
+        ("t000", "sasrec", {"train.lr": 1e-3, "train.seed": 1}),
+        ("t001", "sasrec", {"train.lr": 2e-3, "train.seed": 1}),
+        ("t002", "fame-h2", {"train.lr": 1e-3, "train.seed": 1}),
+        ("t003", "fame-h2", {"train.lr": 2e-3, "train.seed": 1}),
+        ("t004", "sasrec", {"train.lr": 1e-3, "train.seed": 2}),
+        ("t005", "sasrec", {"train.lr": 2e-3, "train.seed": 2}),
+    ]
+    fame = grid_trials(spec)[3]
+    assert fame.overrides == {"model.name": "fame", "model.heads": 2, **fame.params}
+    cfg = trial_config(spec, fame.overrides)
+    assert (cfg.model.name, cfg.model.heads, cfg.train.lr, cfg.train.seed) == ("fame", 2, 2e-3, 1)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (('name = "fame-h2"', 'name = "sasrec"'), "variants: .*variant names must differ"),
+        (('name = "fame-h2"', 'name = "x"\nlabel = "SASRec"'), "variants: .*labels must differ"),
+        (("seeds = [1]\n", "seeds = []\n"), r"variants\.1\.seeds: .*at least one seed"),
+        (('name = "fame-h2"', 'name = "a b"'), r"variants\.1\.name: .*pattern"),
+        (('"model.name" = "sasrec"', '"train.seed" = 3'), "seeds sets train.seed"),
+        (('"train.lr" = [1e-3, 2e-3]', '"train.lr" = []'), r"grid: .*\['train.lr'\]"),
+        (("[grid]", "[optuna]\nn_trials = 1\n[optuna.space]\n[grid]"), "not both"),
+        (
+            ("[grid]", "[optuna]\nn_trials = 1\npruner = 'hyper'\n[optuna.space]\n[grid]"),
+            "optuna.pruner",
+        ),
+    ],
+)
+def test_bad_definitions_name_the_field(tmp_path, edit, message):
+    path = tmp_path / "v.toml"
+    path.write_text(VARIANTS.replace(*edit, 1))
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(path)
 
 
 def optuna_spec(root, n_trials: int) -> SweepSpec:

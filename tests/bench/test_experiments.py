@@ -1,0 +1,151 @@
+"""The bench suites as sweep definitions (``bench/sweeps/*.toml``): each expands to exactly the
+runs the hand-written Python suites had (names, configs, overrides, labels: so the same train
+and evaluate keys, and the existing ``bench/results/runs/*.json`` stay theirs), the report
+regenerates RESULTS.md unchanged from those files, and a suite run through the sweep writes a
+record of the old shape under its old name.
+
+``suites_before_sweeps.json`` is the old ``SUITES`` dict, dumped before it was deleted."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config
+from pipeline.runner import plan_keys
+from pipeline.sweep import grid_trials, trial_config
+
+REPO = Path(__file__).resolve().parents[2]
+BEFORE = json.loads((Path(__file__).parent / "suites_before_sweeps.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("experiments", REPO / "bench" / "experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["experiments"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def seed_major(runs: list) -> list:
+    """The old queue's order: ``main`` sorted it by seed (stable)."""
+    return sorted(runs, key=lambda r: r[2].get("train.seed", 0))
+
+
+def test_the_suites_are_the_sweep_files(bench):
+    files = sorted(p.stem for p in (REPO / "bench" / "sweeps").glob("*.toml"))
+    assert sorted(bench.SUITES) == files == sorted(BEFORE)
+
+
+@pytest.mark.parametrize("suite", sorted(BEFORE))
+def test_a_suite_expands_to_the_runs_of_the_python_suite(bench, suite):
+    spec = bench.load_suite(suite)
+    assert spec.name == suite and spec.kind == "grid" and spec.description
+    got = [[r.name, r.config, r.overrides, r.label] for r in bench.suite_runs(spec)]
+    assert got == seed_major(BEFORE[suite])
+    assert len({r.trial for r in bench.suite_runs(spec)}) == len(got)
+
+
+@pytest.mark.parametrize("suite", sorted(BEFORE))
+def test_every_trial_has_the_train_and_evaluate_keys_of_its_old_run(bench, suite):
+    spec = bench.load_suite(suite)
+    trials = grid_trials(spec)
+    for trial, (name, config, overrides, _) in zip(trials, seed_major(BEFORE[suite]), strict=True):
+        new, old = (
+            plan_keys(trial_config(spec, trial.overrides)),
+            plan_keys(load_config(config, overrides)),
+        )
+        assert (new["train"], new["evaluate"]) == (old["train"], old["evaluate"]), name
+
+
+def test_paired_comparisons_name_variants_of_their_suite(bench):
+    for suite in bench.SUITES:
+        spec = bench.load_suite(suite)
+        labels = {v.label for v in spec.variants}
+        for pair in spec.meta.get("paired", []):
+            assert set(pair) <= labels, (suite, pair)
+
+
+def test_the_report_regenerates_results_md_unchanged(bench, tmp_path):
+    out = bench.report(tmp_path / "RESULTS.md")
+    assert out.read_text() == (REPO / "RESULTS.md").read_text()
+
+
+SUITE = """
+[sweep]
+config = "synthetic"
+seeds = [1, 2]
+description = "tiny"
+
+[overrides]
+"train.epochs" = 1
+"model.d" = 16
+"init.method" = "random"
+"data.synth.users" = 300
+"data.synth.items" = 150
+"data.synth.interactions" = 4000
+
+[meta]
+run_name = "tiny-{variant}-s{seed}"
+
+[[variants]]
+name = "sasrec"
+label = "SASRec"
+overrides = { "model.name" = "sasrec" }
+
+[[variants]]
+name = "fame"
+label = "FAME"
+seeds = [1]
+overrides = { "model.name" = "fame" }
+"""
+
+
+@pytest.mark.timeout(600)
+def test_a_suite_run_writes_records_of_the_old_shape_under_their_names(
+    bench, tmp_path, monkeypatch
+):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "tiny.toml").write_text(SUITE)
+    monkeypatch.setattr(bench, "SWEEPS", tmp_path / "sweeps")
+    monkeypatch.setattr(bench, "RUNS", tmp_path / "runs")
+    monkeypatch.setattr(bench, "report", lambda: None)  # RESULTS.md is the real suites'
+    store = str(tmp_path / "store")
+    bench.run_suites(["tiny"], set(), store, 1)
+    names = sorted(p.stem for p in (tmp_path / "runs").glob("*.json"))
+    assert names == ["tiny-fame-s1", "tiny-sasrec-s1", "tiny-sasrec-s2"]
+
+    rec = json.loads((tmp_path / "runs" / "tiny-fame-s1.json").read_text())
+    old = json.loads((REPO / "bench/results/runs/sports-text-sasrec-text-s1.json").read_text())
+    assert rec.keys() == old.keys() - {"reused_from"}
+    assert rec["metrics"].keys() == old["metrics"].keys()  # protocols, then splits and metrics
+    assert (
+        rec["metrics"]["keep_history"]["valid"].keys()
+        == old["metrics"]["keep_history"]["valid"].keys()
+    )
+    assert (rec["suite"], rec["variant"], rec["config_name"]) == ("tiny", "FAME", "synthetic")
+    assert rec["overrides"]["model.name"] == "fame" and rec["overrides"]["train.seed"] == 1
+    assert "paths.artifacts" not in rec["overrides"]  # the root is no part of the run
+    assert rec["keys"] == plan_keys(load_config("synthetic", rec["overrides"]))
+    assert rec["epochs_run"] == 1 and rec["stages"]["train"]["skipped"] is False
+    ndcg = rec["metrics"]["exclude_history"]["test"]["ndcg@10"]
+    assert 0 < ndcg <= 1
+
+    # the sweep's own records hold the trials, variant and label included
+    from storage import ArtifactStore
+
+    rows = {r["trial"]: r for r in ArtifactStore(store).records("sweeps")}
+    assert [(rows[t]["variant"], rows[t]["label"]) for t in sorted(rows)] == [
+        ("sasrec", "SASRec"),
+        ("fame", "FAME"),
+        ("sasrec", "SASRec"),
+    ]
+    assert rows["t001"]["run_id"] == rec["run_id"] and rows["t001"]["test_ndcg10"] == ndcg
+
+    # a second call finds every record there and runs nothing
+    before = len(ArtifactStore(store).records("runs"))
+    bench.run_suites(["tiny"], set(), store, 1)
+    assert len(ArtifactStore(store).records("runs")) == before
