@@ -73,6 +73,50 @@ def item_table_t(model: SeqRecModel) -> torch.Tensor:
     return model.item_embeddings().detach().T.contiguous()
 
 
+@dataclass
+class RankChunk:
+    """One chunk of users' results: ``rows`` index the split's users; per protocol, the held-out
+    item's rank (b,) and the top-k items (b, topk) after the protocol's exclusion."""
+
+    rows: np.ndarray
+    ranks: dict[Protocol, np.ndarray]
+    topk_items: dict[Protocol, np.ndarray]
+
+
+def rank_chunks(
+    model: SeqRecModel,
+    data: SplitData,
+    split: Literal["valid", "test"],
+    spec: EvalConfig,
+    device: torch.device | str = "cpu",
+    protocols: Sequence[Protocol] | None = None,
+    topk: int | None = None,
+) -> Iterator[RankChunk]:
+    """Rank every user's held-out item among all items under each protocol (default: the
+    spec's), ``spec.batch_size`` users at a time, from one forward pass and one matmul per
+    chunk: memory is one chunk's scores whatever the number of users (the evaluate stage
+    writes each chunk's rankings as it comes). Users come in order of history length.
+
+    ``topk`` defaults to ``spec.topk``; 0 skips the top-k lists (early stopping needs only ranks).
+    Call under ``torch.inference_mode()`` with the model in eval mode (``evaluate`` does).
+    """
+    protocols = [p for p in PROTOCOL_ORDER if p in (protocols or spec.protocols)]
+    offsets, items = data.inputs(split)
+    targets = data.targets(split)
+    topk = min(spec.topk if topk is None else topk, data.num_items)
+    for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
+        tgt = torch.from_numpy(targets[rows]).to(device)
+        ranks, top = {}, {}
+        for p in protocols:  # each removes at least what the one before it removed
+            h = hist if p == "exclude_history" else None
+            ranks[p] = rank_targets(scores, tgt, h).cpu().numpy()
+            top[p] = np.empty((len(rows), 0), dtype=np.int64)
+            if topk:  # the target was kept for ranking; the top-k lists exclude it like the rest
+                exclude(scores, h)
+                top[p] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
+        yield RankChunk(rows, ranks, top)
+
+
 @torch.inference_mode()
 def evaluate(
     model: SeqRecModel,
@@ -83,31 +127,19 @@ def evaluate(
     protocols: Sequence[Protocol] | None = None,
     topk: int | None = None,
 ) -> dict[Protocol, EvalResult]:
-    """Rank every user's held-out item among all items, under each protocol (default: the
-    spec's), from one forward pass and one matmul per chunk.
-
-    ``topk`` defaults to ``spec.topk``; 0 skips the top-k lists (early stopping needs only ranks).
-    """
+    """``rank_chunks`` gathered into whole-split arrays (rows in user order) and metrics."""
     was_training = model.training
     model.eval()
-    protocols = [p for p in PROTOCOL_ORDER if p in (protocols or spec.protocols)]
-    offsets, items = data.inputs(split)
-    targets = data.targets(split)
-    topk = min(spec.topk if topk is None else topk, data.num_items)
-    ranks = {p: np.empty(data.num_users, dtype=np.int64) for p in protocols}
-    top = {p: np.empty((data.num_users, topk), dtype=np.int64) for p in protocols}
-    for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
-        tgt = torch.from_numpy(targets[rows]).to(device)
-        for p in protocols:  # each removes at least what the one before it removed
-            h = hist if p == "exclude_history" else None
-            ranks[p][rows] = rank_targets(scores, tgt, h).cpu().numpy()
-            if topk:  # the target was kept for ranking; the top-k lists exclude it like the rest
-                exclude(scores, h)
-                top[p][rows] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
+    ranks: dict[Protocol, np.ndarray] = {}
+    top: dict[Protocol, np.ndarray] = {}
+    for c in rank_chunks(model, data, split, spec, device, protocols, topk):
+        for p in c.ranks:
+            if p not in ranks:
+                ranks[p] = np.empty(data.num_users, dtype=np.int64)
+                top[p] = np.empty((data.num_users, c.topk_items[p].shape[1]), dtype=np.int64)
+            ranks[p][c.rows], top[p][c.rows] = c.ranks[p], c.topk_items[p]
     model.train(was_training)
-    return {
-        p: EvalResult(ranks[p], top[p], metrics_from_ranks(ranks[p], spec.ks)) for p in protocols
-    }
+    return {p: EvalResult(ranks[p], top[p], metrics_from_ranks(ranks[p], spec.ks)) for p in ranks}
 
 
 @torch.inference_mode()

@@ -135,13 +135,20 @@ class ArtifactStore:
             if files is not None:
                 files(tmp)
             crash_point(f"{stage}:publish:tables")
+            # tables a stage streamed into Parquet itself (``files``) are counted from their footer
+            shapes = {name: (t.num_rows, t.schema) for name, t in tables.items()}
+            for part in sorted(tmp.glob("*.parquet")):
+                if part.stem not in shapes:
+                    footer = pq.read_metadata(part)
+                    shapes[part.stem] = (footer.num_rows, footer.schema.to_arrow_schema())
             manifest = {
                 "stage": stage,
                 "key": key,
                 "created_at": time.time(),
-                "rows": {name: t.num_rows for name, t in tables.items()},
+                "rows": {name: n for name, (n, _) in shapes.items()},
                 "schema": {
-                    name: {f.name: str(f.type) for f in t.schema} for name, t in tables.items()
+                    name: {f.name: str(f.type) for f in schema}
+                    for name, (_, schema) in shapes.items()
                 },
                 "files": sorted(p.name for p in tmp.iterdir()),
                 **dict(meta or {}),

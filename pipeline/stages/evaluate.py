@@ -8,11 +8,17 @@ every row says which one it is.
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
 
 from pipeline.artifacts import facet_labels, split_data, trained_model
 from pipeline.config import RunConfig
@@ -43,27 +49,100 @@ def split_metric(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
+RANKINGS_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("split", pa.string()),
+        ("protocol", pa.string()),
+        ("user_id", pa.int64()),
+        ("target_item", pa.int64()),
+        ("rank", pa.int64()),
+        ("topk", pa.list_(pa.int64())),  # fixed length evaluate.topk
+    ]
+)
+
+
+def scratch_dir(ctx: RunContext) -> Path:
+    """A folder of this execution's own: two processes evaluating one key never share files."""
+    base = ctx.store.root / "_work" / NAME
+    base.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{ctx.keys[NAME]}-", dir=base))
+
+
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     # imported here: torch costs seconds at start-up that the registry's users never need
     from fame.device import resolve_device
-    from fame.evaluate import evaluate as evaluate_model
+
+    ingest, train = inputs["ingest"], inputs["train"]
+    model = trained_model(train, resolve_device(ctx.config.train.device))
+    data = split_data(ingest)
+    # rankings stream to a scratch Parquet file one row group per chunk of users (memory: one
+    # chunk's scores and rows, whatever the number of users), moved into the artifact at publish
+    scratch = scratch_dir(ctx)
+    part = scratch / "rankings.parquet"
+    try:
+        tables, summary = _rank_and_measure(ctx, model, data, train, ingest, part)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+
+    def files(tmp: Path) -> None:
+        os.replace(part, tmp / "rankings.parquet")
+
+    return StageOutput(
+        tables=tables,
+        files=files,
+        meta={"metrics": summary},
+        after_publish=lambda: shutil.rmtree(scratch, ignore_errors=True),
+    )
+
+
+def _rank_and_measure(ctx, model, data, train, ingest, part: Path) -> tuple[dict, dict]:
+    """Rankings streamed to ``part``; the metrics (and head_alignment) tables and summary."""
+    import torch
+
+    from fame.device import resolve_device
+    from fame.evaluate import rank_chunks
+    from fame.metrics import metrics_from_ranks
 
     cfg = ctx.config
-    ingest, train = inputs["ingest"], inputs["train"]
     device = resolve_device(cfg.train.device)
-    model = trained_model(train, device)
-    data = split_data(ingest)
-    metric_rows, ranking_cols = (
-        [],
-        {k: [] for k in ("split", "protocol", "user_id", "target_item", "rank", "topk")},
-    )
-    summary = {}
-    results = {s: evaluate_model(model, data, s, cfg.evaluate, device) for s in ("valid", "test")}
+    ranks: dict[tuple[str, str], np.ndarray] = {}
+    topk_type = pa.list_(pa.int64(), min(cfg.evaluate.topk, data.num_items))
+    schema = RANKINGS_SCHEMA.set(6, pa.field("topk", topk_type))
+    with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
+        for split in ("valid", "test"):
+            target = data.targets(split)
+            chunks = rank_chunks(model, data, split, cfg.evaluate, device)
+            bar = tqdm(chunks, desc=f"rank {split}", disable=not ctx.progress, leave=False)
+            for c in bar:
+                for protocol, r in c.ranks.items():
+                    ranks.setdefault((split, protocol), np.empty(data.num_users, np.int64))
+                    ranks[split, protocol][c.rows] = r
+                    top = c.topk_items[protocol]
+                    n = len(c.rows)
+                    writer.write_table(
+                        pa.table(
+                            {
+                                "run_id": pa.array([ctx.run_id] * n, pa.string()),
+                                "split": pa.array([split] * n, pa.string()),
+                                "protocol": pa.array([protocol] * n, pa.string()),
+                                "user_id": data.user_ids[c.rows],
+                                "target_item": target[c.rows],
+                                "rank": r.astype(np.int64),
+                                "topk": pa.FixedSizeListArray.from_arrays(
+                                    pa.array(top.reshape(-1)), top.shape[1]
+                                ),
+                            },
+                            schema=schema,
+                        )
+                    )
+    metric_rows, summary = [], {}
     for protocol in cfg.evaluate.protocols:
         for split in ("valid", "test"):
-            res = results[split][protocol]
-            summary[f"{protocol}/{split}"] = res.metrics
-            for name, value in res.metrics.items():
+            metrics = metrics_from_ranks(ranks[split, protocol], cfg.evaluate.ks)
+            summary[f"{protocol}/{split}"] = metrics
+            for name, value in metrics.items():
                 metric, k = split_metric(name)
                 metric_rows.append(
                     {
@@ -80,30 +159,10 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
                         "value": float(value),
                     }
                 )
-            n = len(res.ranks)
-            target = data.valid if split == "valid" else data.test
-            ranking_cols["split"] += [split] * n
-            ranking_cols["protocol"] += [protocol] * n
-            ranking_cols["user_id"].append(data.user_ids)
-            ranking_cols["target_item"].append(target)
-            ranking_cols["rank"].append(np.asarray(res.ranks))
-            ranking_cols["topk"].append(np.asarray(res.topk_items))
-    topk = np.concatenate(ranking_cols["topk"]).astype(np.int64)
-    rankings = pa.table(
-        {
-            "run_id": pa.array([ctx.run_id] * len(topk), pa.string()),
-            "split": ranking_cols["split"],
-            "protocol": ranking_cols["protocol"],
-            "user_id": np.concatenate(ranking_cols["user_id"]),
-            "target_item": np.concatenate(ranking_cols["target_item"]),
-            "rank": np.concatenate(ranking_cols["rank"]).astype(np.int64),
-            "topk": pa.FixedSizeListArray.from_arrays(pa.array(topk.reshape(-1)), topk.shape[1]),
-        }
-    )
-    tables = {"metrics": pa.Table.from_pylist(metric_rows), "rankings": rankings}
+    tables = {"metrics": pa.Table.from_pylist(metric_rows)}
     if alignment := head_alignment_rows(ctx, model, ingest.table("items")):
         tables["head_alignment"] = pa.Table.from_pylist(alignment)
-    return StageOutput(tables=tables, meta={"metrics": summary})
+    return tables, summary
 
 
 def head_alignment_rows(ctx: RunContext, model, items: pa.Table) -> list[dict]:
