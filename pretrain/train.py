@@ -206,27 +206,60 @@ def _knn_accuracy(rep: np.ndarray, labels: np.ndarray, k: int) -> float:
     integers and the nearest-rank bonus stays below 1). Similarities are computed a chunk of
     rows at a time, never n×n.
     """
-    n = len(rep)
-    if n < 2:
+    if len(rep) < 2:
         return float("nan")
+    return _vote(_knn_neighbours(rep, k), labels)
+
+
+def _knn_neighbours(rep: np.ndarray, k: int) -> torch.Tensor:
+    """(n, min(k, n-1)) indices of each row's nearest other rows by cosine, nearest first: the
+    costly part of a kNN check (n² similarities and a top-k per row), shared by every facet
+    that reads the same rows of the same representation."""
+    n = len(rep)
     r = F.normalize(torch.tensor(np.asarray(rep), dtype=torch.float32), dim=-1)
-    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
-    n_labels = int(y.max()) + 1
     k = min(k, n - 1)
-    nearness = torch.arange(k, 0, -1, dtype=torch.float32) / (k + 1)  # rank 0 -> k/(k+1)
     chunk = max(1, _KNN_CHUNK_BYTES // (4 * n))
-    correct = 0
+    out = torch.empty(n, k, dtype=torch.int64)
     for s in range(0, n, chunk):
         sim = r[s : s + chunk] @ r.T  # (c, n)
         c = sim.shape[0]
         sim[torch.arange(c), torch.arange(s, s + c)] = -torch.inf  # leave one out
-        nb_labels = y[sim.topk(k, dim=1).indices]  # (c, k), nearest first
-        counts = torch.zeros(c, n_labels).scatter_add_(1, nb_labels, torch.ones(c, k))
+        out[s : s + c] = sim.topk(k, dim=1).indices
+    return out
+
+
+def _vote(neighbours: torch.Tensor, labels: np.ndarray) -> float:
+    """Accuracy of the neighbours' majority label (ties to the nearest neighbour's label)."""
+    y = torch.tensor(np.asarray(labels), dtype=torch.int64)
+    n, k = neighbours.shape
+    nb_labels = y[neighbours]  # (n, k), nearest first
+    nearness = torch.arange(k, 0, -1, dtype=torch.float32) / (k + 1)  # rank 0 -> k/(k+1)
+    n_labels = int(y.max()) + 1
+    correct = 0
+    for s in range(0, n, 4096):  # (c, labels) vote tables, bounded whatever the label count
+        nb = nb_labels[s : s + 4096]
+        c = len(nb)
+        counts = torch.zeros(c, n_labels).scatter_add_(1, nb, torch.ones(c, k))
         nearest = torch.zeros(c, n_labels).scatter_reduce_(
-            1, nb_labels, nearness.expand(c, k), reduce="amax"
+            1, nb, nearness.expand(c, k), reduce="amax"
         )
         correct += int(((counts + nearest).argmax(1) == y[s : s + c]).sum())
     return correct / n
+
+
+class _NeighbourCache:
+    """kNN neighbours by (representation, rows): facets labelling the same items share them."""
+
+    def __init__(self, k: int):
+        self.k, self.memo = k, {}
+
+    def accuracy(self, name: str, rep: np.ndarray, idx: np.ndarray, y: np.ndarray) -> float:
+        if len(idx) < 2:
+            return float("nan")
+        key = (name, idx.tobytes())
+        if key not in self.memo:
+            self.memo[key] = _knn_neighbours(rep[idx], self.k)
+        return _vote(self.memo[key], y)
 
 
 def knn_report(
@@ -247,19 +280,18 @@ def knn_report(
     rng = np.random.default_rng(seed)
     text_emb = np.asarray(text_emb, dtype=np.float32)
     random_rep = text_emb @ rng.normal(size=(text_emb.shape[1], z.shape[2])).astype(np.float32)
-    rows = []
+    rows, cache = [], _NeighbourCache(k)
+    reps = {f"slice:{n}": z[:, j] for j, n in enumerate(facet_names)}
+    reps |= {"text": text_emb, "random": random_rep}
     for f, name in enumerate(facet_names):
         idx = np.flatnonzero(labels[f] >= 0)
         y = labels[f, idx]
-        reps = {f"slice:{n}": z[idx, j] for j, n in enumerate(facet_names)}
-        reps["text"] = text_emb[idx]
-        reps["random"] = random_rep[idx]
         for rep_name, rep in reps.items():
             rows.append(
                 {
                     "facet": name,
                     "representation": rep_name,
-                    "accuracy": _knn_accuracy(rep, y, k),
+                    "accuracy": cache.accuracy(rep_name, rep, idx, y),
                     "n_items": int(len(idx)),
                 }
             )
@@ -275,14 +307,14 @@ def head_alignment(
     facet each head predicts best relative to that floor (accuracy − majority)."""
     if labels.shape[0] != len(facet_names) or sub.shape[1] != labels.shape[1]:
         raise ValueError(f"sub {sub.shape}, labels {labels.shape}, {len(facet_names)} facets")
-    rows = []
+    rows, cache = [], _NeighbourCache(k)
     for h in range(sub.shape[0]):
         head_rows = []
         for f, name in enumerate(facet_names):
             idx = np.flatnonzero(labels[f] >= 0)
             y = labels[f, idx]
             majority = float(np.bincount(y).max() / len(y)) if len(y) else float("nan")
-            acc = _knn_accuracy(sub[h, idx], y, k)
+            acc = cache.accuracy(f"head:{h}", sub[h], idx, y)
             head_rows.append({"head": h, "facet": name, "accuracy": acc, "majority": majority})
         best = max(
             range(len(head_rows)), key=lambda i: head_rows[i]["accuracy"] - head_rows[i]["majority"]

@@ -241,3 +241,24 @@ def test_head_alignment_finds_the_planted_facet():
         )
         if r["best"]:
             assert r["accuracy"] > 0.9
+
+
+def test_knn_neighbours_shared_by_facets_labelling_the_same_items(monkeypatch):
+    """head_alignment computes each head's neighbours once per distinct labelled item set,
+    with the accuracies of a separate kNN check per (head, facet)."""
+    from pretrain import train
+
+    rng = np.random.default_rng(1)
+    n, dp = 400, 6
+    labels = rng.integers(0, 5, size=(3, n))
+    labels[2, :50] = -1  # a facet with missing labels reads other rows
+    sub = rng.normal(size=(2, n, dp)).astype(np.float32)
+    calls = []
+    real = train._knn_neighbours
+    monkeypatch.setattr(train, "_knn_neighbours", lambda r, k: calls.append(len(r)) or real(r, k))
+    rows = train.head_alignment(sub, labels, ["a", "b", "c"], k=5)
+    assert sorted(calls) == [350, 350, 400, 400]  # 2 heads x 2 distinct item sets, not 2 x 3
+    for row in rows:
+        idx = np.flatnonzero(labels["abc".index(row["facet"])] >= 0)
+        y = labels["abc".index(row["facet"]), idx]
+        assert row["accuracy"] == _knn_accuracy(sub[row["head"], idx], y, 5)
