@@ -46,6 +46,7 @@ SUITES = (
     "beauty-text",
     "sports-text",
     "beauty-text-tuning",
+    "beauty-sampled",
 )
 
 
@@ -431,6 +432,7 @@ def bench_section() -> list[str]:
                 f"| {r['setting']} | {own:.3f} | {text:.3f} | {other:.3f} | "
                 f"{r['text_recall@10']:.3f} | {r['pretrain_seconds']:.0f} |"
             )
+    out += scale_section()
     m = (_load("train_speed.json") or _load("ingest.json") or {}).get("machine", {})
     if m:
         out += [
@@ -439,6 +441,56 @@ def bench_section() -> list[str]:
             f"{m.get('platform')}.",
         ]
     return out + [""]
+
+
+SCALE_STAGES = ("ingest", "encode", "pretrain", "train", "evaluate")
+
+
+def scale_section() -> list[str]:
+    """bench/scale.py: seconds (peak RSS) per stage and size, and the growth exponents."""
+    d = _load("scale.json")
+    if not d:
+        return []
+    sizes = sorted(d["results"], key=int)
+    out = [
+        "",
+        f"Scale on synthetic ML-20m-shaped data (`{d['config']}`, 26,744 items, one epoch; "
+        f"`{d['command']}`, {d['git']}): stage seconds (peak RSS of its process, MB). `epoch` is "
+        "the training pass of the train stage, `valid` its one validation (full ranking of every "
+        "user); `pipeline` sums the five stages. Encode depends on the items alone (the same at "
+        "every size): the first size encodes them, the later ones are served by the text cache "
+        "(no growth exponent).",
+        "",
+        "| interactions | users | " + " | ".join(SCALE_STAGES) + " | epoch | valid | pipeline |",
+        "|---:|---:|" + "---:|" * (len(SCALE_STAGES) + 3),
+    ]
+    for n in sizes:
+        row = d["results"][n]
+        cells = [
+            f"{row[s]['stage_seconds']:.0f} ({row[s]['peak_rss_mb']:.0f})" if s in row else "–"
+            for s in SCALE_STAGES
+        ]
+        train = row.get("train", {})
+        epoch = train.get("epoch_train_seconds")
+        valid = train.get("epoch_valid_seconds")
+        total = sum(row[s]["stage_seconds"] for s in SCALE_STAGES if s in row)
+        out.append(
+            f"| {int(n):,} | {row['users']:,} | " + " | ".join(cells) + " | "
+            f"{epoch:.0f} | {valid:.0f} | {total:.0f} |"
+            if epoch is not None
+            else f"| {int(n):,} | {row['users']:,} | "
+            + " | ".join(cells)
+            + f" | – | – | {total:.0f} |"
+        )
+    growth = {k: v for k, v in d.get("growth_exponent", {}).items() if v is not None}
+    if growth:
+        out += [
+            "",
+            "Growth exponent of seconds vs interactions (least squares over the sizes): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in growth.items())
+            + ".",
+        ]
+    return out
 
 
 def run_suites(suites: list[str], only: set[str], artifacts: str | None, threads: int) -> None:

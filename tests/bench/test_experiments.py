@@ -37,7 +37,8 @@ def seed_major(runs: list) -> list:
 
 def test_the_suites_are_the_sweep_files(bench):
     files = sorted(p.stem for p in (REPO / "bench" / "sweeps").glob("*.toml"))
-    assert sorted(bench.SUITES) == files == sorted(BEFORE)
+    assert sorted(bench.SUITES) == files
+    assert set(BEFORE) <= set(bench.SUITES)  # suites added since are new sweep files only
 
 
 @pytest.mark.parametrize("suite", sorted(BEFORE))
