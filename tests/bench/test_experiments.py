@@ -51,7 +51,11 @@ def test_a_suite_expands_to_the_runs_of_the_python_suite(bench, suite):
 
 
 @pytest.mark.parametrize("suite", sorted(BEFORE))
-def test_every_trial_has_the_train_and_evaluate_keys_of_its_old_run(bench, suite):
+def test_every_trial_has_the_train_and_evaluate_keys_of_its_old_run(
+    bench, suite, data_dir, monkeypatch
+):
+    """Keys hash the datasets' files: skipped (or failed under FAME_REQUIRE_DATA) without them."""
+    monkeypatch.setenv("FAME_DATA_DIR", str(data_dir))
     spec = bench.load_suite(suite)
     trials = grid_trials(spec)
     for trial, (name, config, overrides, _) in zip(trials, seed_major(BEFORE[suite]), strict=True):
