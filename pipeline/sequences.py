@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from pipeline.errors import IngestError
+from pipeline.errors import IngestError, PipelineError
 from pipeline.readers import RawData
 
 # DuckDB's memory limit during ingest (its default is 80% of RAM, which a 20M-interaction sort
@@ -48,17 +48,26 @@ def prepare(
 ) -> Prepared:
     """``consume``: set ``raw.interactions`` to None once DuckDB holds its copy, so the Arrow
     table (650 MB at 20M interactions) is freed before the joins run (the ingest stage)."""
+    limit = os.environ.get(MEMORY_ENV, MEMORY_DEFAULT)
     with tempfile.TemporaryDirectory(prefix="fame-ingest-") as spill:
         con = duckdb.connect()
         try:
             con.execute("SET preserve_insertion_order = true")
             # bounded memory at ML-20m scale: sorts, joins and aggregations past the limit spill
-            con.execute("SET memory_limit = ?", [os.environ.get(MEMORY_ENV, MEMORY_DEFAULT)])
+            try:
+                con.execute("SET memory_limit = ?", [limit])
+            except duckdb.Error as exc:
+                raise PipelineError(f"{MEMORY_ENV}={limit!r} is not a DuckDB size: {exc}") from exc
             con.execute("SET temp_directory = ?", [spill])
             stats = _load(con, raw.interactions)
             if consume:
                 raw.interactions = None
             return _prepare(con, raw, stats, user_core, item_core, min_seq_len, dedup, min_rating)
+        except duckdb.OutOfMemoryException as exc:
+            raise PipelineError(
+                f"ingest ran out of its DuckDB memory limit {limit} even with spilling to disk "
+                f"({exc}); raise it, e.g. {MEMORY_ENV}=4GB"
+            ) from exc
         finally:
             con.close()
 

@@ -114,3 +114,20 @@ def test_consume_frees_the_raw_table_and_changes_nothing(monkeypatch):
     for name in ("items", "interactions", "sequences"):
         assert getattr(consumed, name).equals(getattr(plain, name))
     assert consumed.stats == plain.stats
+
+
+@pytest.mark.parametrize(
+    ("limit", "message"), [("lots", "is not a DuckDB size"), ("1MB", "raise it, e.g.")]
+)
+def test_the_ingest_memory_limit_errors_name_the_setting(monkeypatch, limit, message):
+    """A bad FAME_INGEST_MEMORY, or one too small even with spilling, is an error that names
+    the variable, not a bare DuckDB exception."""
+    from pipeline.errors import PipelineError
+
+    rng = random.Random(4)
+    rows = [(f"u{rng.randrange(300)}", f"i{rng.randrange(200)}", i) for i in range(20000)]
+    monkeypatch.setenv("FAME_INGEST_MEMORY", limit)
+    with pytest.raises(
+        PipelineError, match=rf"FAME_INGEST_MEMORY.*{message}|{message}.*FAME_INGEST_MEMORY"
+    ):
+        prepare(_raw(rows), min_seq_len=3)
