@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ from tqdm.auto import tqdm
 from pipeline.artifacts import facet_labels, split_data, trained_model
 from pipeline.config import RunConfig
 from pipeline.stages.base import RESULT, StageOutput
+from storage.atomic import work_name
 
 if TYPE_CHECKING:
     from pipeline.context import RunContext
@@ -63,10 +63,13 @@ RANKINGS_SCHEMA = pa.schema(
 
 
 def scratch_dir(ctx: RunContext) -> Path:
-    """A folder of this execution's own: two processes evaluating one key never share files."""
-    base = ctx.store.root / "_work" / NAME
-    base.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f"{ctx.keys[NAME]}-", dir=base))
+    """A folder of this execution's own, named like the store's publish temporaries (writer pid
+    inside): two processes evaluating one key never share files, and the store's sweep removes
+    the folder of a killed one."""
+    final = ctx.store.path(NAME, f"{ctx.keys[NAME]}.rankings")
+    path = ctx.store.publish_dir / work_name(final)
+    path.mkdir(parents=True)
+    return path
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:

@@ -1,6 +1,8 @@
 """Evaluation at scale: chunked ranking equals unchunked and a brute-force reference, and the
 evaluate stage streams ``rankings`` in Parquet row groups with the same rows as one chunk."""
 
+import os
+
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -78,4 +80,31 @@ def test_stage_streams_rankings_in_row_groups(tmp_path):
     assert a.sort_by(order).equals(b.sort_by(order))
     assert small.rows["rankings"] == many.num_rows == 4 * users
     assert small.manifest["schema"]["rankings"]["topk"].startswith("fixed_size_list")
-    assert not list((tmp_path / "b" / "_work" / "evaluate").iterdir())  # scratch removed
+    assert not list((tmp_path / "b" / "_work" / "publish").iterdir())  # scratch removed
+
+
+def test_a_killed_evaluations_scratch_is_swept(tmp_path):
+    """The scratch folder carries its writer's pid: once that process is gone, the store's
+    sweep (run at every pipeline start) removes it; a live writer's stays."""
+    import subprocess
+    import sys
+    from types import SimpleNamespace
+
+    from pipeline.stages.evaluate import scratch_dir
+    from storage import ArtifactStore
+
+    store = ArtifactStore(tmp_path)
+    ctx = SimpleNamespace(store=store, keys={"evaluate": "abc123"})
+    live = scratch_dir(ctx)
+    dead_pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    dead = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
+    live.rename(dead)
+    (dead / "rankings.parquet").write_bytes(b"half")
+    live = scratch_dir(ctx)
+    assert store.sweep()["removed"] == 1
+    assert not dead.exists() and live.is_dir()
