@@ -108,3 +108,29 @@ def test_a_killed_evaluations_scratch_is_swept(tmp_path):
     live = scratch_dir(ctx)
     assert store.sweep()["removed"] == 1
     assert not dead.exists() and live.is_dir()
+
+
+def test_split_data_reads_many_row_groups_as_one_csr(tmp_path):
+    """split_data flattens the Parquet chunks without combining them: the CSR equals the
+    per-user lists, whatever the row groups (an empty train part included)."""
+    import pyarrow as pa
+
+    from pipeline.artifacts import split_data
+    from storage import Artifact
+
+    lists = [[1, 2, 3], [], [4], [2, 2, 5, 1], [3, 1]]
+    table = pa.table(
+        {
+            "user_id": pa.array([1, 2, 3, 4, 5], pa.int64()),
+            "train_items": pa.array(lists, pa.list_(pa.int64())),
+            "valid_item": pa.array([4, 1, 2, 3, 5], pa.int64()),
+            "test_item": pa.array([5, 3, 1, 4, 2], pa.int64()),
+        }
+    )
+    pq.write_table(table, tmp_path / "sequences.parquet", row_group_size=2)
+    art = Artifact("ingest", "k", tmp_path, {"rows": {"items": 5, "sequences": 5}})
+    data = split_data(art)
+    bounds = zip(data.offsets[:-1], data.offsets[1:], strict=True)
+    assert [data.items[a:b].tolist() for a, b in bounds] == lists
+    assert data.valid.tolist() == [4, 1, 2, 3, 5] and data.test.tolist() == [5, 3, 1, 4, 2]
+    assert data.num_items == 5 and data.items.dtype == np.int64
