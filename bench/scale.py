@@ -123,6 +123,12 @@ def summarise(results: dict) -> dict:
     return growth
 
 
+def save(results: dict) -> None:
+    """Everything measured so far, with the exponents fitted to it (after every stage)."""
+    payload = {"config": str(CONFIG.relative_to(REPO)), "results": results}
+    write_json("scale.json", payload | {"growth_exponent": summarise(results), "targets": TARGETS})
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="1000000,5000000,20000263")
@@ -154,26 +160,7 @@ def main() -> None:
             print(f"== {n:,} interactions: {stage}", flush=True)
             row[stage] = run_child(stage, over) | {"git": git_rev()}
             print(json.dumps(row[stage], default=str), flush=True)
-            write_json(
-                "scale.json",
-                {
-                    "config": str(CONFIG.relative_to(REPO)),
-                    "results": results,
-                    "growth_exponent": summarise(results),
-                    "targets": TARGETS,
-                },
-            )
-        pipeline = sum(row[s]["stage_seconds"] for s in STAGES if s in row)
-        row["pipeline_stage_seconds"] = pipeline
-    write_json(
-        "scale.json",
-        {
-            "config": str(CONFIG.relative_to(REPO)),
-            "results": results,
-            "growth_exponent": summarise(results),
-            "targets": TARGETS,
-        },
-    )
+            save(results)
 
 
 if __name__ == "__main__":

@@ -49,17 +49,18 @@ def split_metric(name: str) -> tuple[str, int | None]:
     return (m.group(1), int(m.group(2))) if m else (name, None)
 
 
-RANKINGS_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("split", pa.string()),
-        ("protocol", pa.string()),
-        ("user_id", pa.int64()),
-        ("target_item", pa.int64()),
-        ("rank", pa.int64()),
-        ("topk", pa.list_(pa.int64())),  # fixed length evaluate.topk
-    ]
-)
+def rankings_schema(topk: int) -> pa.Schema:
+    return pa.schema(
+        [
+            ("run_id", pa.string()),
+            ("split", pa.string()),
+            ("protocol", pa.string()),
+            ("user_id", pa.int64()),
+            ("target_item", pa.int64()),
+            ("rank", pa.int64()),
+            ("topk", pa.list_(pa.int64(), topk)),
+        ]
+    )
 
 
 def scratch_dir(ctx: RunContext) -> Path:
@@ -77,14 +78,15 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     from fame.device import resolve_device
 
     ingest, train = inputs["ingest"], inputs["train"]
-    model = trained_model(train, resolve_device(ctx.config.train.device))
+    device = resolve_device(ctx.config.train.device)
+    model = trained_model(train, device)
     data = split_data(ingest)
     # rankings stream to a scratch Parquet file one row group per chunk of users (memory: one
     # chunk's scores and rows, whatever the number of users), moved into the artifact at publish
     scratch = scratch_dir(ctx)
     part = scratch / "rankings.parquet"
     try:
-        tables, summary = _rank_and_measure(ctx, model, data, train, ingest, part)
+        tables, summary = _rank_and_measure(ctx, model, device, data, train, ingest, part)
     except BaseException:
         shutil.rmtree(scratch, ignore_errors=True)
         raise
@@ -100,19 +102,16 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     )
 
 
-def _rank_and_measure(ctx, model, data, train, ingest, part: Path) -> tuple[dict, dict]:
+def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tuple[dict, dict]:
     """Rankings streamed to ``part``; the metrics (and head_alignment) tables and summary."""
     import torch
 
-    from fame.device import resolve_device
     from fame.evaluate import rank_chunks
     from fame.metrics import metrics_from_ranks
 
     cfg = ctx.config
-    device = resolve_device(cfg.train.device)
     ranks: dict[tuple[str, str], np.ndarray] = {}
-    topk_type = pa.list_(pa.int64(), min(cfg.evaluate.topk, data.num_items))
-    schema = RANKINGS_SCHEMA.set(6, pa.field("topk", topk_type))
+    schema = rankings_schema(min(cfg.evaluate.topk, data.num_items))
     with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
         for split in ("valid", "test"):
             target = data.targets(split)
