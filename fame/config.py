@@ -98,6 +98,9 @@ class TrainConfig:
     # disjoint shard of every batch; 1 = this process. Results depend on it (dropout and
     # negative sampling draw per process), so it is part of the train key when > 1.
     nproc: PosInt = 1
+    # users whose sequences are held at once (whole blocks of 8192): data with more users is
+    # block-shuffled (fame.data.train_batches), which bounds memory; fewer are shuffled whole
+    shuffle_window: PosInt = 65536
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -149,6 +152,7 @@ TRAIN_KEY_ONLY_IF_SET = {
     "sampler": "uniform",
     "sampler_power": 1.0,
     "logq": True,
+    "shuffle_window": 65536,
 }  # TrainConfig fields added later: in keys only when set
 
 

@@ -23,7 +23,7 @@ from fame.shard import init_from_env
 
 if TYPE_CHECKING:
     from fame.config import EvalConfig, TrainConfig
-    from fame.data import SplitData
+    from fame.data import Sequences
     from fame.model import SeqRecModel
     from fame.trainer import FitResult
 
@@ -32,7 +32,7 @@ JOB, RESULT = "job.pt", "result.pt"
 
 def fit_distributed(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     cfg: TrainConfig,
     work_dir: str | Path,
     *,
@@ -52,11 +52,7 @@ def fit_distributed(
         "num_items": model.num_items,
         "state": model.state_dict(),
         "train_item_table": model.item_emb.weight.requires_grad,
-        "data": {
-            f.name: torch.from_numpy(getattr(data, f.name))
-            for f in dataclasses.fields(data)
-            if f.name != "num_items"
-        },
+        "data": _data_job(data),
         "train_cfg": dataclasses.asdict(cfg),
         "spec": dataclasses.asdict(spec),
         "work_dir": str(work_dir),
@@ -68,6 +64,28 @@ def fit_distributed(
     out = launch(job, work_dir / "ddp", cfg.nproc)
     model.load_state_dict(out["state"])
     return FitResult(**out["result"])
+
+
+def _data_job(data: Sequences) -> dict[str, Any]:
+    """A streamed source travels as its path (every rank streams it); a whole split as arrays."""
+    from fame.streaming import ParquetSequences
+
+    if isinstance(data, ParquetSequences):
+        return {"parquet": str(data.path)}
+    arrays = ("user_ids", "offsets", "items", "valid", "test")
+    return {k: torch.from_numpy(getattr(data, k)) for k in arrays} | {
+        "block_users": data.block_users
+    }
+
+
+def _data_from_job(job: dict[str, Any], num_items: int) -> Sequences:
+    from fame.data import SplitData
+    from fame.streaming import ParquetSequences
+
+    if "parquet" in job:
+        return ParquetSequences(job["parquet"], num_items)
+    arrays = {k: v.numpy() for k, v in job.items() if k != "block_users"}
+    return SplitData(**arrays, num_items=num_items, block_users=job["block_users"])
 
 
 def launch(job: dict[str, Any], job_dir: Path, nproc: int) -> dict[str, Any]:
@@ -89,7 +107,6 @@ def launch(job: dict[str, Any], job_dir: Path, nproc: int) -> dict[str, Any]:
 
 def _run(job_dir: Path) -> None:
     from fame.config import EvalConfig, ModelConfig, TrainConfig
-    from fame.data import SplitData
     from fame.model import SeqRecModel
     from fame.trainer import fit
 
@@ -100,9 +117,7 @@ def _run(job_dir: Path) -> None:
         model = SeqRecModel(ModelConfig(**job["model_cfg"]), job["num_items"])
         model.load_state_dict(job["state"])
         model.item_emb.weight.requires_grad_(job["train_item_table"])
-        data = SplitData(
-            **{k: v.numpy() for k, v in job["data"].items()}, num_items=job["num_items"]
-        )
+        data = _data_from_job(job["data"], job["num_items"])
         result = fit(
             model,
             data,

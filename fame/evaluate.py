@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from fame.config import PROTOCOL_ORDER, EvalConfig, Protocol
-from fame.data import SplitData, history_windows
+from fame.data import WINDOW_USERS, Sequences, history_windows, parts
 from fame.losses import MAX_LOGITS
 from fame.metrics import exclude, metrics_from_ranks, rank_targets
 from fame.model import SeqRecModel
@@ -75,52 +75,58 @@ def item_table_t(model: SeqRecModel) -> torch.Tensor:
 
 @dataclass
 class RankChunk:
-    """One chunk of users' results: ``rows`` index the split's users; per protocol, the held-out
-    item's rank (b,) and the top-k items (b, topk) after the protocol's exclusion."""
+    """One chunk of users' results: ``rows`` index the split's users (``user_ids`` and
+    ``targets`` are theirs); per protocol, the held-out item's rank (b,) and the top-k items
+    (b, topk) after the protocol's exclusion."""
 
     rows: np.ndarray
+    user_ids: np.ndarray
+    targets: np.ndarray
     ranks: dict[Protocol, np.ndarray]
     topk_items: dict[Protocol, np.ndarray]
 
 
 def rank_chunks(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     split: Literal["valid", "test"],
     spec: EvalConfig,
     device: torch.device | str = "cpu",
     protocols: Sequence[Protocol] | None = None,
     topk: int | None = None,
+    window: int = WINDOW_USERS,
 ) -> Iterator[RankChunk]:
     """Rank every user's held-out item among all items under each protocol (default: the
     spec's), ``spec.batch_size`` users at a time, from one forward pass and one matmul per
-    chunk: memory is one chunk's scores whatever the number of users (the evaluate stage
-    writes each chunk's rankings as it comes). Users come in order of history length.
+    chunk: memory is one chunk's scores and one ``window`` of users' sequences whatever the
+    number of users (the evaluate stage writes each chunk's rankings as it comes). Within a
+    window, users come in order of history length.
 
     ``topk`` defaults to ``spec.topk``; 0 skips the top-k lists (early stopping needs only ranks).
     Call under ``torch.inference_mode()`` with the model in eval mode (``evaluate`` does).
     """
     protocols = [p for p in PROTOCOL_ORDER if p in (protocols or spec.protocols)]
-    offsets, items = data.inputs(split)
-    targets = data.targets(split)
     topk = min(spec.topk if topk is None else topk, data.num_items)
-    for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
-        tgt = torch.from_numpy(targets[rows]).to(device)
-        ranks, top = {}, {}
-        for p in protocols:  # each removes at least what the one before it removed
-            h = hist if p == "exclude_history" else None
-            ranks[p] = rank_targets(scores, tgt, h).cpu().numpy()
-            top[p] = np.empty((len(rows), 0), dtype=np.int64)
-            if topk:  # the target was kept for ranking; the top-k lists exclude it like the rest
-                exclude(scores, h)
-                top[p] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
-        yield RankChunk(rows, ranks, top)
+    for first, part in parts(data, window):
+        offsets, items = part.inputs(split)
+        targets = part.targets(split)
+        for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
+            tgt = torch.from_numpy(targets[rows]).to(device)
+            ranks, top = {}, {}
+            for p in protocols:  # each removes at least what the one before it removed
+                h = hist if p == "exclude_history" else None
+                ranks[p] = rank_targets(scores, tgt, h).cpu().numpy()
+                top[p] = np.empty((len(rows), 0), dtype=np.int64)
+                if topk:  # the target was kept for ranking; the top-k lists exclude it as well
+                    exclude(scores, h)
+                    top[p] = torch.topk(scores, topk, dim=1).indices.cpu().numpy()
+            yield RankChunk(first + rows, part.user_ids[rows], targets[rows], ranks, top)
 
 
 @torch.inference_mode()
 def evaluate(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     split: Literal["valid", "test"],
     spec: EvalConfig,
     device: torch.device | str = "cpu",

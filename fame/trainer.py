@@ -29,7 +29,7 @@ from fame.config import (
     TrainConfig,
     selection_fields,
 )
-from fame.data import Packed, SplitData, pack, train_batches
+from fame.data import Packed, Sequences, num_batches, pack, train_batches
 from fame.device import resolve_device
 from fame.epoch_hook import EpochHook, ask, replay
 from fame.evaluate import evaluate
@@ -197,7 +197,7 @@ def discard_resume_state(work_dir: str | Path) -> bool:
 
 def train_epoch(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     cfg: TrainConfig,
     opt: torch.optim.Optimizer,
     loss_fn: NextItemLoss,
@@ -218,7 +218,10 @@ def train_epoch(
     net = net or model
     amp = cfg.amp and device.type == "cuda"
     total, count = 0.0, 0
-    for inp, tgt in train_batches(data, model.cfg.max_len, cfg.batch_size, shuffle_gen):
+    batches = train_batches(
+        data, model.cfg.max_len, cfg.batch_size, shuffle_gen, cfg.shuffle_window
+    )
+    for inp, tgt in batches:
         weight = 1.0
         if shard is not None:
             positions = int((tgt > 0).sum())  # of the global batch
@@ -248,7 +251,7 @@ def train_epoch(
 
 def fit(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     cfg: TrainConfig,
     work_dir: str | Path,
     progress: bool = True,
@@ -291,7 +294,7 @@ def fit(
 
 def _fit_locked(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     cfg: TrainConfig,
     spec: EvalConfig,
     work_dir: Path,
@@ -324,7 +327,7 @@ def _fit_locked(
     state = loop.state
     replay(on_epoch, state["history"], state["done"] or state["epoch"] >= cfg.epochs)
 
-    n_batches = -(-int((np.diff(data.offsets) >= 2).sum()) // cfg.batch_size)
+    n_batches = num_batches(data, cfg.batch_size)
     start_time = time.perf_counter() - state["seconds"]
     trained = 0
     while not state["done"] and state["epoch"] < cfg.epochs:
@@ -387,7 +390,7 @@ def _fit_locked(
 
 def _validate(
     model: SeqRecModel,
-    data: SplitData,
+    data: Sequences,
     cfg: TrainConfig,
     spec: EvalConfig,
     device: torch.device,
@@ -408,7 +411,7 @@ def _validate(
 
 
 def _fingerprint(
-    model: SeqRecModel, data: SplitData, cfg: TrainConfig, spec: EvalConfig, freeze_item_epochs: int
+    model: SeqRecModel, data: Sequences, cfg: TrainConfig, spec: EvalConfig, freeze_item_epochs: int
 ) -> str:
     """What a resume state was trained with: a state saved under another one is not resumed."""
     train = {
@@ -421,7 +424,7 @@ def _fingerprint(
         {
             "model": dataclasses.asdict(model.cfg),
             "num_items": model.num_items,
-            "data": [len(data.offsets) - 1, len(data.items)],  # users, train interactions
+            "data": [data.num_users, int(data.train_lengths().sum())],  # users, train interactions
             "train": train,
             "freeze_item_epochs": freeze_item_epochs,
         },

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
@@ -19,36 +18,29 @@ from storage.vectors import from_column
 if TYPE_CHECKING:
     from fame.data import SplitData
     from fame.model import SeqRecModel
+    from fame.streaming import ParquetSequences
     from storage import Artifact
 
 CHECKPOINT = "checkpoint"  # the train artifact's checkpoint folder (weights, config, item map)
 
 
 def split_data(ingest: Artifact) -> SplitData:
-    """An ingest artifact's ``sequences`` as the trainer's CSR arrays (no per-user Python loop).
+    """An ingest artifact's ``sequences`` as the trainer's CSR arrays, whole (no per-user Python
+    loop); the Arrow table is dropped and its pages handed back on return."""
+    from fame.streaming import COLUMNS, split_from_table
 
-    One copy of the train items: flattened straight from the Parquet chunks (no combine, no
-    astype), offsets from the list lengths; the Arrow table is dropped and its pages handed
-    back on return (at 20M interactions: 930 MB resident before, 220 MB now)."""
-    from fame.data import SplitData
-
-    cols = ["user_id", "train_items", "valid_item", "test_item"]
-    sequences = pq.read_table(ingest.file("sequences.parquet"), columns=cols)
-    train = sequences["train_items"]
-    lengths = pc.list_value_length(train).to_numpy(zero_copy_only=False)
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    data = SplitData(
-        user_ids=sequences["user_id"].to_numpy().astype(np.int64, copy=False),
-        offsets=offsets,
-        items=pc.list_flatten(train).to_numpy().astype(np.int64, copy=False),
-        valid=sequences["valid_item"].to_numpy().astype(np.int64, copy=False),
-        test=sequences["test_item"].to_numpy().astype(np.int64, copy=False),
-        num_items=ingest.rows["items"],
-    )
-    del sequences, train
+    sequences = pq.read_table(ingest.file("sequences.parquet"), columns=COLUMNS)
+    data = split_from_table(sequences, ingest.rows["items"])
+    del sequences
     pa.default_memory_pool().release_unused()  # the allocator keeps freed blocks otherwise
     return data
+
+
+def streamed_sequences(ingest: Artifact) -> ParquetSequences:
+    """An ingest artifact's ``sequences`` read a window of row groups at a time (train, evaluate)."""
+    from fame.streaming import ParquetSequences
+
+    return ParquetSequences(ingest.file("sequences.parquet"), ingest.rows["items"])
 
 
 def facet_labels(cfg: RunConfig, items: pa.Table) -> np.ndarray:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from pipeline.artifacts import facet_labels, split_data, trained_model
+from pipeline.artifacts import facet_labels, streamed_sequences, trained_model
 from pipeline.config import RunConfig
 from pipeline.stages.base import RESULT, StageOutput
 from storage.atomic import work_name
@@ -80,7 +80,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     ingest, train = inputs["ingest"], inputs["train"]
     device = resolve_device(ctx.config.train.device)
     model = trained_model(train, device)
-    data = split_data(ingest)
+    data = streamed_sequences(ingest)
     # rankings stream to a scratch Parquet file one row group per chunk of users (memory: one
     # chunk's scores and rows, whatever the number of users), moved into the artifact at publish
     scratch = scratch_dir(ctx)
@@ -114,7 +114,6 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
     schema = rankings_schema(min(cfg.evaluate.topk, data.num_items))
     with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
         for split in ("valid", "test"):
-            target = data.targets(split)
             chunks = rank_chunks(model, data, split, cfg.evaluate, device)
             bar = tqdm(chunks, desc=f"rank {split}", disable=not ctx.progress, leave=False)
             for c in bar:
@@ -129,8 +128,8 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
                                 "run_id": pa.array([ctx.run_id] * n, pa.string()),
                                 "split": pa.array([split] * n, pa.string()),
                                 "protocol": pa.array([protocol] * n, pa.string()),
-                                "user_id": data.user_ids[c.rows],
-                                "target_item": target[c.rows],
+                                "user_id": c.user_ids,
+                                "target_item": c.targets,
                                 "rank": r.astype(np.int64),
                                 "topk": pa.FixedSizeListArray.from_arrays(
                                     pa.array(top.reshape(-1)), top.shape[1]

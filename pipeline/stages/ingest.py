@@ -128,6 +128,10 @@ def read_raw(cfg: RunConfig, progress: bool = False) -> RawData:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
+    import pyarrow.parquet as pq
+
+    from fame.data import BLOCK_USERS
+
     d = ctx.config.data
     prepared = prepare(
         read_raw(ctx.config, ctx.progress),
@@ -138,11 +142,14 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         min_rating=d.min_rating,
         consume=True,
     )
+
+    def files(tmp: Path) -> None:
+        # one row group per block of users: training and evaluation stream a window of them
+        path = tmp / "sequences.parquet"
+        pq.write_table(prepared.sequences, path, row_group_size=BLOCK_USERS)
+
     return StageOutput(
-        tables={
-            "items": prepared.items,
-            "interactions": prepared.interactions,
-            "sequences": prepared.sequences,
-        },
+        tables={"items": prepared.items, "interactions": prepared.interactions},
+        files=files,
         meta={"stats": prepared.stats},
     )

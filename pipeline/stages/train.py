@@ -23,7 +23,7 @@ from fame.config import (
     ModelConfig,
     selection_fields,
 )
-from pipeline.artifacts import CHECKPOINT, initial_vectors, split_data
+from pipeline.artifacts import CHECKPOINT, initial_vectors, streamed_sequences
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.pruning import EPOCH_HOOK
@@ -99,7 +99,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     cfg = ctx.config
     ingest = inputs["ingest"]
     num_items = ingest.rows["items"]
-    data = split_data(ingest)
+    data = streamed_sequences(ingest)
     torch.manual_seed(cfg.train.seed)
     model = SeqRecModel(cfg.model, num_items)
     if (init := initial_table(cfg, inputs, num_items)) is not None:
