@@ -37,7 +37,9 @@ def _ragged(num_users: int = 150, num_items: int = 60, seed: int = 3) -> SplitDa
 
 def _write(data: SplitData, path, row_group_size: int = BLOCK) -> ParquetSequences:
     """``data`` as an ingest ``sequences`` file (its column names and types)."""
-    train = [data.items[a:b].tolist() for a, b in zip(data.offsets[:-1], data.offsets[1:])]
+    train = [
+        data.items[a:b].tolist() for a, b in zip(data.offsets[:-1], data.offsets[1:], strict=True)
+    ]
     table = pa.table(
         {
             "user_id": data.user_ids,
@@ -102,7 +104,7 @@ def test_block_shuffling_reads_one_window_at_a_time_and_varies_by_seed():
     assert held and max(held) <= 40 and sum(held) == data.num_users
     first = [t for _, t in _epoch(data, 40, seed=1)]
     other = [t for _, t in _epoch(data, 40, seed=2)]
-    assert not all(torch.equal(x, y) for x, y in zip(first, other))
+    assert not all(torch.equal(x, y) for x, y in zip(first, other, strict=True))
 
 
 def test_one_window_is_the_plain_shuffle_of_every_user():
