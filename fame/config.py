@@ -28,6 +28,10 @@ NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
 # TrainConfig fields that change speed or reporting, not the trained weights: a resume state
 # stays valid across them (a run killed on one device may continue on another)
+# sequences come in blocks of users (ingest writes one `sequences` row group per block);
+# training and evaluation hold a window of whole blocks at a time (fame.data)
+BLOCK_USERS = 8192
+WINDOW_USERS = 65536  # the default window: 8 blocks
 SPEED_FIELDS = frozenset({"device", "logit_chunk", "amp"})
 
 
@@ -100,7 +104,7 @@ class TrainConfig:
     nproc: PosInt = 1
     # users whose sequences are held at once (whole blocks of 8192): data with more users is
     # block-shuffled (fame.data.train_batches), which bounds memory; fewer are shuffled whole
-    shuffle_window: PosInt = 65536
+    shuffle_window: PosInt = WINDOW_USERS
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -152,7 +156,7 @@ TRAIN_KEY_ONLY_IF_SET = {
     "sampler": "uniform",
     "sampler_power": 1.0,
     "logq": True,
-    "shuffle_window": 65536,
+    "shuffle_window": WINDOW_USERS,
 }  # TrainConfig fields added later: in keys only when set
 
 

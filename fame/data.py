@@ -16,8 +16,7 @@ from typing import Literal, NamedTuple, Protocol
 import numpy as np
 import torch
 
-BLOCK_USERS = 8192  # users per block (ingest writes one `sequences` row group per block)
-WINDOW_USERS = 65536  # users held at once by default: 8 blocks
+from fame.config import BLOCK_USERS, WINDOW_USERS
 
 
 class Sequences(Protocol):

@@ -10,8 +10,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-from fame.config import PROTOCOL_ORDER, EvalConfig, Protocol
-from fame.data import WINDOW_USERS, Sequences, history_windows, parts
+from fame.config import PROTOCOL_ORDER, WINDOW_USERS, EvalConfig, Protocol
+from fame.data import Sequences, history_windows, parts
 from fame.losses import MAX_LOGITS
 from fame.metrics import exclude, metrics_from_ranks, rank_targets
 from fame.model import SeqRecModel

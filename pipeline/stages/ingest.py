@@ -6,6 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pyarrow.parquet as pq
+
+from fame.config import BLOCK_USERS
 from pipeline import synth
 from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, DataConfig, RunConfig
 from pipeline.errors import PipelineError
@@ -128,10 +131,6 @@ def read_raw(cfg: RunConfig, progress: bool = False) -> RawData:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
-    import pyarrow.parquet as pq
-
-    from fame.data import BLOCK_USERS
-
     d = ctx.config.data
     prepared = prepare(
         read_raw(ctx.config, ctx.progress),

@@ -1,7 +1,9 @@
 """The ingest stage on the real datasets, through the runner and the catalog."""
 
+import pyarrow.parquet as pq
 import pytest
 
+from fame.config import BLOCK_USERS
 from pipeline.errors import IngestError
 from pipeline.runner import run_pipeline
 from storage import query
@@ -22,10 +24,14 @@ def _counts(root):
     ],
 )
 def test_published_statistics(make_config, artifacts, name, expected):
-    run_pipeline(make_config(name), ["ingest"], progress=False)
+    ctx = run_pipeline(make_config(name), ["ingest"], progress=False)
     assert _counts(artifacts) == expected
     _, rows = query(artifacts, "select count(*), sum(len(train_items) + 2) from sequences")
     assert rows[0] == (expected[0], expected[2])
+    # one row group per block of users: what training and evaluation stream
+    meta = pq.read_metadata(ctx.results["ingest"].artifact.file("sequences.parquet"))
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    assert sizes[:-1] == [BLOCK_USERS] * (len(sizes) - 1) and sum(sizes) == expected[0]
 
 
 def test_ml100k_items_have_titles_years_genres(make_config, artifacts):
