@@ -490,6 +490,32 @@ def scale_section() -> list[str]:
             + ", ".join(f"{k} {v:.2f}" for k, v in growth.items())
             + ".",
         ]
+    return out + malloc_section(d)
+
+
+def malloc_section(default: dict) -> list[str]:
+    """The train stage measured again under other allocator settings (``scale-malloc.json``),
+    beside the default rows of ``scale.json``."""
+    d = _load("scale-malloc.json")
+    if not d:
+        return []
+    env = " ".join(f"{k}={v}" for k, v in d["env"].items())
+    out = [
+        "",
+        f"The train stage under `{env}` (`{d['command']}`, {d['git']}) against the default "
+        "allocator above: peak RSS MB, epoch seconds, and the epoch's loss (the same model).",
+        "",
+        "| interactions | RSS default | RSS | epoch default | epoch | loss default | loss |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n in sorted(d["results"], key=int):
+        a, b = default["results"].get(n, {}).get("train"), d["results"][n].get("train")
+        if a and b:
+            out.append(
+                f"| {int(n):,} | {a['peak_rss_mb']:.0f} | {b['peak_rss_mb']:.0f} | "
+                f"{a['epoch_train_seconds']:.0f} | {b['epoch_train_seconds']:.0f} | "
+                f"{a['loss']:.4f} | {b['loss']:.4f} |"
+            )
     return out
 
 

@@ -11,7 +11,11 @@ training and validation seconds are reported apart). The synthetic files are gen
 the timed ingest (generation is the data source, like a download: bench/synth.py). Results go
 to bench/results/scale.json after every stage (each row with its git revision), and a rerun
 skips the stages already measured (``--redo encode,evaluate`` measures those again, ``--fresh``
-all; the 20M run takes most of an hour on 2 cores).
+all; the 20M run takes most of an hour on 2 cores). ``--env KEY=VALUE --out NAME.json``
+measures under another process environment, e.g. glibc's allocator settings:
+
+    python bench/scale.py --sizes 1000000,5000000 --stages train \
+        --env MALLOC_MMAP_THRESHOLD_=1048576 --out scale-malloc.json
 """
 
 from __future__ import annotations
@@ -71,9 +75,9 @@ def overrides(n: int, root: Path) -> dict:
     }
 
 
-def run_child(stage: str, over: dict) -> dict:
+def run_child(stage: str, over: dict, env_extra: dict | None = None) -> dict:
     """One stage in a fresh process: its wall time, its peak RSS (wait4) and what it printed."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", **(env_extra or {})}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
     args = [sys.executable, "-c", CHILD, "ingest" if stage == "generate" else stage]
     args += [json.dumps(over), str(CONFIG)]
@@ -123,10 +127,10 @@ def summarise(results: dict) -> dict:
     return growth
 
 
-def save(results: dict) -> None:
+def save(results: dict, name: str = "scale.json", env: dict | None = None) -> None:
     """Everything measured so far, with the exponents fitted to it (after every stage)."""
-    payload = {"config": str(CONFIG.relative_to(REPO)), "results": results}
-    write_json("scale.json", payload | {"growth_exponent": summarise(results), "targets": TARGETS})
+    payload = {"config": str(CONFIG.relative_to(REPO)), "env": env or {}, "results": results}
+    write_json(name, payload | {"growth_exponent": summarise(results), "targets": TARGETS})
 
 
 def main() -> None:
@@ -137,7 +141,15 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="extra override key=value (JSON)")
     ap.add_argument("--redo", default="", help="stages to measure again though recorded")
     ap.add_argument("--fresh", action="store_true", help="forget every recorded measurement")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="KEY=VALUE set in every stage's process (e.g. MALLOC_MMAP_THRESHOLD_=1048576)",
+    )
+    ap.add_argument("--out", default="scale.json", help="results file under bench/results")
     args = ap.parse_args()
+    env = dict(kv.split("=", 1) for kv in args.env)
     extra = {}
     for kv in args.set:
         k, v = kv.split("=", 1)
@@ -145,7 +157,7 @@ def main() -> None:
             extra[k] = json.loads(v)
         except json.JSONDecodeError:
             extra[k] = v
-    path = RESULTS / "scale.json"
+    path = RESULTS / args.out
     previous = json.loads(path.read_text()) if path.is_file() else {}
     results = {} if args.fresh else previous.get("results", {})
     redo = set(filter(None, args.redo.split(",")))
@@ -153,14 +165,14 @@ def main() -> None:
         over = overrides(n, args.artifacts) | extra
         row = results.setdefault(str(n), {"users": over["data.synth.users"]})
         if "generate" not in row:
-            row["generate"] = run_child("generate", over)  # generation + a first ingest
+            row["generate"] = run_child("generate", over, env)  # generation + a first ingest
         for stage in args.stages.split(","):
             if stage in row and stage not in redo:
                 continue
             print(f"== {n:,} interactions: {stage}", flush=True)
-            row[stage] = run_child(stage, over) | {"git": git_rev()}
+            row[stage] = run_child(stage, over, env) | {"git": git_rev()}
             print(json.dumps(row[stage], default=str), flush=True)
-            save(results)
+            save(results, args.out, env)
 
 
 if __name__ == "__main__":
