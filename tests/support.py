@@ -126,3 +126,14 @@ def fame_run(
 def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     out, _ = proc.communicate(timeout=timeout)
     return proc.returncode, out.decode(errors="replace")[-3000:]
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (what a killed writer leaves in its folder names)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout)

@@ -86,9 +86,9 @@ def test_stage_streams_rankings_in_row_groups(tmp_path):
 def test_a_killed_evaluations_scratch_is_swept(tmp_path):
     """The scratch folder carries its writer's pid: once that process is gone, the store's
     sweep (run at every pipeline start) removes it; a live writer's stays."""
-    import subprocess
-    import sys
     from types import SimpleNamespace
+
+    from support import dead_pid
 
     from pipeline.stages.evaluate import scratch_dir
     from storage import ArtifactStore
@@ -96,13 +96,7 @@ def test_a_killed_evaluations_scratch_is_swept(tmp_path):
     store = ArtifactStore(tmp_path)
     ctx = SimpleNamespace(store=store, keys={"evaluate": "abc123"})
     live = scratch_dir(ctx)
-    dead_pid = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    dead = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{dead_pid}-"))
+    dead = live.with_name(live.name.replace(f"-{os.getpid()}-", f"-{dead_pid()}-"))
     live.rename(dead)
     (dead / "rankings.parquet").write_bytes(b"half")
     live = scratch_dir(ctx)

@@ -176,25 +176,19 @@ def test_two_writers_of_one_key_both_succeed(tmp_path):
 
 def test_sweep_touches_only_what_dead_writers_left(tmp_path):
     import os
-    import subprocess
-    import sys
+
+    from support import dead_pid
 
     from storage.atomic import work_name
     from storage.process import owner
 
     store = ArtifactStore(tmp_path)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    dead_pid = int(dead.stdout)
+    dead = dead_pid()
     final = store.path("train", "00000000000000aa")
     live_tmp = store.publish_dir / work_name(final)  # ours: this process runs
-    dead_tmp = store.publish_dir / work_name(final).replace(f"-{os.getpid()}-", f"-{dead_pid}-")
+    dead_tmp = store.publish_dir / work_name(final).replace(f"-{os.getpid()}-", f"-{dead}-")
     displaced = store.publish_dir / work_name(final, ".old").replace(
-        f"-{os.getpid()}-", f"-{dead_pid}-"
+        f"-{os.getpid()}-", f"-{dead}-"
     )
     for d in (live_tmp, dead_tmp, displaced):
         d.mkdir(parents=True)
@@ -206,12 +200,12 @@ def test_sweep_touches_only_what_dead_writers_left(tmp_path):
     store.record(
         "runs",
         "dead",
-        {"run_id": "dead", "status": "running", **me, "pid": dead_pid, "pid_start": None},
+        {"run_id": "dead", "status": "running", **me, "pid": dead, "pid_start": None},
     )
     store.record(
         "runs",
         "remote",
-        {"run_id": "remote", "status": "running", **me, "host": "elsewhere", "pid": dead_pid},
+        {"run_id": "remote", "status": "running", **me, "host": "elsewhere", "pid": dead},
     )
     done = store.sweep(legacy_age=3600)
     assert done == {"removed": 1, "restored": 1, "killed_runs": 1}
