@@ -119,7 +119,7 @@ def record_of(run: Run, run_id: str, cfg: Any) -> dict:
     for split, protocol, metric, value in rows:
         metrics.setdefault(protocol, {}).setdefault(split, {})[metric] = value
     facet_report = []
-    if "pretrain" in arts:
+    if "pretrain" in arts and "facet_report" in arts["pretrain"].rows:  # init=text: none
         _, facet_report = query(
             store.root,
             f"""
