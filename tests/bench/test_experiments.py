@@ -96,6 +96,12 @@ description = "tiny"
 [meta]
 run_name = "tiny-{variant}-s{seed}"
 
+[[variants]]  # first: an init=text run recorded into a store that has no facet_report yet
+name = "text"
+label = "SASRec + text init"
+seeds = [1]
+overrides = { "model.name" = "sasrec", "init.method" = "text" }
+
 [[variants]]
 name = "sasrec"
 label = "SASRec"
@@ -121,7 +127,9 @@ def test_a_suite_run_writes_records_of_the_old_shape_under_their_names(
     store = str(tmp_path / "store")
     bench.run_suites(["tiny"], set(), store, 1)
     names = sorted(p.stem for p in (tmp_path / "runs").glob("*.json"))
-    assert names == ["tiny-fame-s1", "tiny-sasrec-s1", "tiny-sasrec-s2"]
+    assert names == ["tiny-fame-s1", "tiny-sasrec-s1", "tiny-sasrec-s2", "tiny-text-s1"]
+    text = json.loads((tmp_path / "runs" / "tiny-text-s1.json").read_text())
+    assert text["facet_report"] == [] and "pretrain" in text["stages"]
 
     rec = json.loads((tmp_path / "runs" / "tiny-fame-s1.json").read_text())
     old = json.loads((REPO / "bench/results/runs/sports-text-sasrec-text-s1.json").read_text())
@@ -144,11 +152,12 @@ def test_a_suite_run_writes_records_of_the_old_shape_under_their_names(
 
     rows = {r["trial"]: r for r in ArtifactStore(store).records("sweeps")}
     assert [(rows[t]["variant"], rows[t]["label"]) for t in sorted(rows)] == [
+        ("text", "SASRec + text init"),
         ("sasrec", "SASRec"),
         ("fame", "FAME"),
         ("sasrec", "SASRec"),
     ]
-    assert rows["t001"]["run_id"] == rec["run_id"] and rows["t001"]["test_ndcg10"] == ndcg
+    assert rows["t002"]["run_id"] == rec["run_id"] and rows["t002"]["test_ndcg10"] == ndcg
 
     # a second call finds every record there and runs nothing
     before = len(ArtifactStore(store).records("runs"))
