@@ -8,12 +8,12 @@ hand-typed numbers).
     python bench/experiments.py report                         # only regenerate RESULTS.md
 
 A suite is named variants × seeds (``[[variants]]``); ``[meta] run_name`` names each trial's
-JSON file, ``[meta] paired`` lists the report's per-seed comparisons and ``description`` is the
-text of its section. A killed run resumes from its last finished epoch (the trainer's checkpoint
-in the store), a run whose JSON exists is not repeated, and a run whose train key (config,
-upstream keys, code version) equals a finished run's reuses that record, so the script can be
-restarted until the suite is done and a tuning run that matches a final configuration is not
-trained twice.
+JSON file, ``[meta] paired`` lists the report's per-seed comparisons, ``[meta] targets`` the
+targets it says are met or not, and ``description`` is the text of its section. A killed run
+resumes from its last finished epoch (the trainer's checkpoint in the store), a run whose JSON
+exists is not repeated, and a run whose train key (config, upstream keys, code version) equals a
+finished run's reuses that record, so the script can be restarted until the suite is done and a
+tuning run that matches a final configuration is not trained twice.
 """
 
 from __future__ import annotations
@@ -303,6 +303,7 @@ def report(path: Path = REPO / "RESULTS.md") -> Path:
             out.append("")
         for base, other in spec.meta.get("paired", []):
             out += paired(done, label_of, base, other)
+        out += targets_section(done, label_of, spec.meta.get("targets", []))
         out += facet_section(done) + stage_times(done)
         if missing:
             out += [
@@ -320,6 +321,47 @@ def report(path: Path = REPO / "RESULTS.md") -> Path:
     path.write_text("\n".join(out).rstrip() + "\n")
     print(f"wrote {path}")
     return path
+
+
+def targets_section(done: list[dict], label_of: dict, targets: list[dict]) -> list[str]:
+    """Each ``[meta] targets`` entry checked on the mean test NDCG@10 under the default protocol:
+    ``over`` + ``gain`` (relative to another variant's mean) or ``at_least`` (a published figure,
+    named by ``source``). Said as met or not from the records, so the verdict cannot go stale."""
+
+    def mean(label: str) -> tuple[float, int] | None:
+        xs = [
+            r["metrics"]["exclude_history"]["test"]["ndcg@10"]
+            for r in done
+            if label_of[r["name"]] == label
+        ]
+        return (statistics.mean(xs), len(xs)) if xs else None
+
+    lines = []
+    for t in targets:
+        got = mean(t["variant"])
+        if got is None:
+            continue
+        value, n = got
+        if "over" in t:
+            base = mean(t["over"])
+            if base is None:
+                continue
+            rel = value / base[0] - 1
+            met = rel >= t["gain"]
+            what = (
+                f"{t['variant']} {value:.4f} vs {t['over']} {base[0]:.4f}: {rel:+.1%} "
+                f"(target ≥ +{t['gain']:.0%})"
+            )
+        else:
+            met = value >= t["at_least"]
+            what = (
+                f"{t['variant']} {value:.4f} vs {t['source']} {t['at_least']:.4f}: "
+                f"{value - t['at_least']:+.4f} (target: at or above)"
+            )
+        lines.append(f"- {what}, n = {n}: **{'met' if met else 'not met'}**")
+    if not lines:
+        return []
+    return ["Targets on mean test NDCG@10, `exclude_history`:", "", *lines, ""]
 
 
 def facet_section(done: list[dict]) -> list[str]:

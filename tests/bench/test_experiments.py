@@ -74,6 +74,40 @@ def test_paired_comparisons_name_variants_of_their_suite(bench):
             assert set(pair) <= labels, (suite, pair)
 
 
+def test_targets_name_variants_of_their_suite(bench):
+    for suite in bench.SUITES:
+        spec = bench.load_suite(suite)
+        labels = {v.label for v in spec.variants}
+        for target in spec.meta.get("targets", []):
+            assert {target["variant"], target.get("over", target["variant"])} <= labels, suite
+            assert ("over" in target) == ("gain" in target) != ("at_least" in target), target
+
+
+def _record(name: str, ndcg: float) -> dict:
+    return {"name": name, "metrics": {"exclude_history": {"test": {"ndcg@10": ndcg}}}}
+
+
+def test_targets_are_judged_on_the_means_of_the_records(bench):
+    done = [_record("a1", 0.0300), _record("a2", 0.0320), _record("b1", 0.0330)]
+    label_of = {"a1": "A", "a2": "A", "b1": "B", "c1": "C"}
+    targets = [
+        {"variant": "B", "over": "A", "gain": 0.03},  # 0.0330 / 0.0310 - 1 = +6.5%
+        {"variant": "B", "over": "A", "gain": 0.07},
+        {"variant": "A", "at_least": 0.0310, "source": "P"},  # mean 0.0310: at, so met
+        {"variant": "B", "at_least": 0.0331, "source": "P"},
+        {"variant": "C", "at_least": 0.0, "source": "P"},  # no record of C: no line
+        {"variant": "B", "over": "C", "gain": 0.0},
+    ]
+    lines = [x for x in bench.targets_section(done, label_of, targets) if x.startswith("- ")]
+    assert lines == [
+        "- B 0.0330 vs A 0.0310: +6.5% (target ≥ +3%), n = 1: **met**",
+        "- B 0.0330 vs A 0.0310: +6.5% (target ≥ +7%), n = 1: **not met**",
+        "- A 0.0310 vs P 0.0310: +0.0000 (target: at or above), n = 2: **met**",
+        "- B 0.0330 vs P 0.0331: -0.0001 (target: at or above), n = 1: **not met**",
+    ]
+    assert bench.targets_section(done, label_of, []) == []
+
+
 def test_the_report_regenerates_results_md_unchanged(bench, tmp_path):
     out = bench.report(tmp_path / "RESULTS.md")
     assert out.read_text() == (REPO / "RESULTS.md").read_text()
