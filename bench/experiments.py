@@ -46,6 +46,7 @@ SUITES = (
     "beauty-text",
     "sports-text",
     "beauty-text-tuning",
+    "beauty-text-gain",
     "beauty-sampled",
 )
 

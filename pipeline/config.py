@@ -34,6 +34,7 @@ from fame.config import (
     ModelConfig,
     NonNegFloat,
     NonNegInt,
+    PosFloat,
     PosInt,
     TrainConfig,
 )
@@ -224,6 +225,12 @@ class InitConfig(Strict):
         "table",
         description="text/facet_pretrain tables: one factor for the whole table (§6.7), or each "
         "head's d'-slice scaled to model.init_std on its own (PCA puts most variance in slice 0)",
+    )
+    gain: PosFloat = Field(
+        1.0,
+        description="text/facet_pretrain tables: the whole initial table (text rows and the "
+        "random rows of items without text) times this factor; 1 keeps §6.7's model.init_std, "
+        "more keeps the text geometry against the first updates for longer",
     )
 
 

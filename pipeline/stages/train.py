@@ -46,7 +46,7 @@ NOT_IN_KEY = SPEED_FIELDS  # TrainConfig fields that change speed or reporting, 
 # ModelConfig fields added after artifacts were first written: at their default they are left
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
 KEY_ONLY_IF_SET = {"residual", "router_top_k"}
-KEY_ONLY_IF_SET_INIT = {"freeze_epochs", "scale"}  # the same rule for InitConfig
+KEY_ONLY_IF_SET_INIT = {"freeze_epochs", "scale", "gain"}  # the same rule for InitConfig
 _MODEL_DEFAULTS = {k: getattr(ModelConfig(), k) for k in KEY_ONLY_IF_SET}
 _INIT_DEFAULTS = {k: getattr(InitConfig(), k) for k in KEY_ONLY_IF_SET_INIT}
 
@@ -79,7 +79,7 @@ def initial_table(
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
     m = cfg.model
     return initial_item_table(
-        ids, vec, num_items, m.init_std, m.heads, cfg.init.scale, cfg.train.seed
+        ids, vec, num_items, m.init_std, m.heads, cfg.init.scale, cfg.train.seed, cfg.init.gain
     )
 
 

@@ -1,5 +1,7 @@
 """Train keys: what changes the trained weights is in the key, what does not is left out."""
 
+import pytest
+
 from pipeline.runner import plan_keys
 from pipeline.stages.train import KEY_ONLY_IF_SET, key_config
 
@@ -30,12 +32,15 @@ def test_sasrec_key_ignores_fame_only_fields(make_config):
     assert plan_keys(sasrec)["train"] != plan_keys(make_config("beauty"))["train"]
 
 
-def test_init_freeze_epochs_enters_the_key_only_when_set(make_config):
+@pytest.mark.parametrize(
+    ("field", "default", "value"), [("freeze_epochs", 0, 5), ("gain", 1.0, 5.0)]
+)
+def test_later_init_fields_enter_the_key_only_when_set(make_config, field, default, value):
     base = make_config("beauty")
-    assert "freeze_epochs" not in key_config(base)["init"]
-    same = make_config("beauty", {"init.freeze_epochs": 0})
+    assert field not in key_config(base)["init"]
+    same = make_config("beauty", {f"init.{field}": default})
     assert plan_keys(same)["train"] == plan_keys(base)["train"]
-    frozen = make_config("beauty", {"init.freeze_epochs": 5})
-    assert key_config(frozen)["init"]["freeze_epochs"] == 5
-    assert plan_keys(frozen)["train"] != plan_keys(base)["train"]
-    assert plan_keys(frozen)["pretrain"] == plan_keys(base)["pretrain"]
+    changed = make_config("beauty", {f"init.{field}": value})
+    assert key_config(changed)["init"][field] == value
+    assert plan_keys(changed)["train"] != plan_keys(base)["train"]
+    assert plan_keys(changed)["pretrain"] == plan_keys(base)["pretrain"]

@@ -53,6 +53,7 @@ BAD_OVERRIDES = [
     ({"encode.batch_size": True}, "encode.batch_size"),
     ({"evaluate.topk": True}, "evaluate.topk"),
     ({"init.freeze_epochs": -1}, "init.freeze_epochs"),
+    ({"init.gain": 0}, "init.gain"),
     ({"pretrain.lr": NAN}, "pretrain.lr"),
     ({"pretrain.lr": INF}, "pretrain.lr"),
     (["pretrain.temperature=inf"], "pretrain.temperature"),
