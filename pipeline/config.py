@@ -228,9 +228,10 @@ class InitConfig(Strict):
     )
     gain: PosFloat = Field(
         1.0,
-        description="text/facet_pretrain tables: the whole initial table (text rows and the "
-        "random rows of items without text) times this factor; 1 keeps §6.7's model.init_std, "
-        "more keeps the text geometry against the first updates for longer",
+        description="the whole initial item table times this factor (text/facet_pretrain: "
+        "the text rows and the random rows of items without text; random: the model's own "
+        "N(0, init_std²) table, the control); 1 keeps §6.7's model.init_std, more keeps the "
+        "initial geometry against the first updates for longer",
     )
 
 

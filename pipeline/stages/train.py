@@ -32,6 +32,7 @@ from pipeline.stages.base import RESULT, StageOutput, drop_at_default
 if TYPE_CHECKING:
     import torch
 
+    from fame.model import SeqRecModel
     from pipeline.context import RunContext
     from storage import Artifact
 
@@ -67,13 +68,15 @@ def key_config(cfg: RunConfig) -> dict:
 
 
 def initial_table(
-    cfg: RunConfig, inputs: dict[str, Artifact], num_items: int
+    cfg: RunConfig, inputs: dict[str, Artifact], num_items: int, model: SeqRecModel
 ) -> torch.Tensor | None:
-    """The (num_items+1, d) initial E of init=text|facet_pretrain (None: random init)."""
+    """The (num_items+1, d) initial E: for init=text|facet_pretrain the pretrain stage's table,
+    for random init the model's own table times ``init.gain`` (None at gain 1: left as it is),
+    so that a gain's effect can be told apart from the text's."""
     from pretrain.table import initial_item_table
 
     if cfg.init.method == "random":
-        return None
+        return None if cfg.init.gain == 1 else model.item_embeddings().detach() * cfg.init.gain
     ids, vec = initial_vectors(inputs["pretrain"])
     if vec.shape[1] != cfg.model.d:
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
@@ -102,7 +105,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     data = streamed_sequences(ingest)
     torch.manual_seed(cfg.train.seed)
     model = SeqRecModel(cfg.model, num_items)
-    if (init := initial_table(cfg, inputs, num_items)) is not None:
+    if (init := initial_table(cfg, inputs, num_items, model)) is not None:
         model.load_item_init(
             init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
         )

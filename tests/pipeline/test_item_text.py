@@ -249,6 +249,7 @@ def test_duplicate_reported_at_its_first_repeat(tmp_path):
 
 
 def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
+    from fame.model import SeqRecModel
     from pipeline.stages.train import initial_table
 
     _dataset(tmp_path)
@@ -256,13 +257,35 @@ def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
     ctx = run_pipeline(cfg, ["ingest", "encode", "pretrain"], progress=False)
     inputs = {s: r.artifact for s, r in ctx.results.items()}
     ids = inputs["pretrain"].table("item_embeddings")["item_id"].to_numpy()
-    table = initial_table(cfg, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
+    model = SeqRecModel(cfg.model, 7)
+    table = initial_table(cfg, inputs, 7, model).numpy()[ids].reshape(len(ids), 3, -1)
     per_slice = table.std(axis=(0, 2))
     assert per_slice[0] > per_slice[-1]  # PCA: most variance in the first slice
     sliced = _config(tmp_path, tmp_path / "a", **{"init.method": "text", "init.scale": "slice"})
-    table = initial_table(sliced, inputs, 7).numpy()[ids].reshape(len(ids), 3, -1)
+    table = initial_table(sliced, inputs, 7, model).numpy()[ids].reshape(len(ids), 3, -1)
     np.testing.assert_allclose(table.std(axis=(0, 2)), cfg.model.init_std, rtol=1e-4)
     assert plan_keys(sliced)["train"] != plan_keys(cfg)["train"]
+
+
+def test_gain_scales_the_random_table_too(tmp_path):
+    """init.gain under random init: the model's own table times the gain (the control that
+    tells a gain's effect from the text's); at gain 1 the model's table is left as it is."""
+    import torch
+
+    from fame.model import SeqRecModel
+    from pipeline.stages.train import initial_table
+
+    _dataset(tmp_path)
+    cfg = _config(tmp_path, tmp_path / "a", **{"init.method": "random"})
+    torch.manual_seed(0)
+    model = SeqRecModel(cfg.model, 7)
+    own = model.item_embeddings().detach().clone()
+    assert initial_table(cfg, {}, 7, model) is None
+    gained = _config(tmp_path, tmp_path / "a", **{"init.method": "random", "init.gain": 3.0})
+    table = initial_table(gained, {}, 7, model)
+    torch.testing.assert_close(table, 3.0 * own, rtol=0, atol=0)
+    assert table[1:].std().item() == pytest.approx(3.0 * cfg.model.init_std, rel=0.2)
+    assert plan_keys(gained)["train"] != plan_keys(cfg)["train"]
 
 
 def test_encode_cache_holding_none_of_the_texts(tmp_path):
