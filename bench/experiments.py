@@ -47,6 +47,7 @@ SUITES = (
     "sports-text",
     "beauty-text-tuning",
     "beauty-text-gain",
+    "sports-text-gain",
     "beauty-sampled",
 )
 
