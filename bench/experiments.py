@@ -49,6 +49,8 @@ SUITES = (
     "beauty-text-gain",
     "sports-text-gain",
     "beauty-sampled",
+    "beauty-pathway",
+    "beauty-cold",
 )
 
 
@@ -128,6 +130,18 @@ def record_of(run: Run, run_id: str, cfg: Any) -> dict:
             select facet, representation, accuracy, n_items from facet_report
             where artifact_key = '{arts["pretrain"].key}'""",
         )
+    groups: dict = {}
+    if "group_metrics" in arts["evaluate"].rows:  # evaluate artifacts before groups had none
+        _, group_rows = query(
+            store.root,
+            f"""
+            select protocol, split, grouping, "group", users, metric || '@' || k, value
+            from group_metrics where artifact_key = '{arts["evaluate"].key}'
+              and k = 10 order by grouping, group_order""",
+        )
+        for protocol, split, grouping, group, users, name, value in group_rows:
+            cell = groups.setdefault(protocol, {}).setdefault(split, {})
+            cell.setdefault(grouping, {}).setdefault(group, {"users": users})[name] = value
     keys = plan_keys(cfg)
     return {
         "name": run.name,
@@ -150,6 +164,8 @@ def record_of(run: Run, run_id: str, cfg: Any) -> dict:
         "artifact_seconds": {s: a.manifest.get("compute_seconds") for s, a in arts.items()},
         "num_params": train.get("num_params"),
         "metrics": metrics,
+        # metrics@10 per group of users: target popularity, history length, cold/warm target
+        "groups": groups,
         "facet_report": [
             dict(zip(("facet", "representation", "accuracy", "n_items"), r, strict=True))
             for r in facet_report

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from fame.config import ModelConfig
+from fame.item_repr import TextSpec
 from fame.model import SeqRecModel
 
 WEIGHTS = "model.safetensors"
@@ -29,6 +30,8 @@ def save_checkpoint(
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, path / WEIGHTS)
     meta = {"model": dataclasses.asdict(cfg), "num_items": num_items, "extra": extra or {}}
+    if model.text_spec is not None:
+        meta["text_spec"] = model.text_spec.as_dict()
     (path / CONFIG).write_text(json.dumps(meta, indent=2, default=str))
     return path
 
@@ -42,7 +45,8 @@ def load_checkpoint(
     """
     path = Path(path)
     meta = json.loads((path / CONFIG).read_text())
-    model = SeqRecModel(ModelConfig(**meta["model"]), meta["num_items"])
+    text = TextSpec(**meta["text_spec"]) if "text_spec" in meta else None
+    model = SeqRecModel(ModelConfig(**meta["model"]), meta["num_items"], text)
     model.load_state_dict(load_file(path / WEIGHTS))
     model.to(map_location).eval()
     return model, meta.get("extra", {})

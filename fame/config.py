@@ -26,6 +26,8 @@ PosFloat = Annotated[float, BeforeValidator(_not_bool), Field(gt=0)]
 NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 # ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
+# ModelConfig fields read only by the text pathway (item_repr = "text")
+TEXT_ONLY_FIELDS = frozenset({"text_mode", "text_anchor", "null_dims", "id_dropout"})
 # TrainConfig fields that change speed or reporting, not the trained weights: a resume state
 # stays valid across them (a run killed on one device may continue on another)
 # sequences come in blocks of users (ingest writes one `sequences` row group per block);
@@ -57,6 +59,21 @@ class ModelConfig:
     residual: Literal["slice", "proj"] = "slice"
     # router: dense softmax over all N experts [choice] (0), or over the k largest logits only
     router_top_k: NonNegInt = 0
+    # the item representation (fame.item_repr): "table", a free row per item, initialised by
+    # init.method and then trained freely [default]; "text", E[v] = s·φ(t_v) + an ID part, φ the
+    # pretrain stage's projector over the item's frozen text vector (needs init.method = text
+    # or facet_pretrain), so the text stays and an item unseen in training has an embedding
+    item_repr: Literal["table", "text"] = "table"
+    # text only: "frozen" φ + a learned ID residual; "tuned" φ trained too, pulled toward its
+    # pre-trained weights by text_anchor · Σ‖θ - θ_0‖²; "nullspace" frozen φ, the ID part
+    # learned only in the null_dims weakest directions of the semantic table (AlphaFuse)
+    text_mode: Literal["frozen", "tuned", "nullspace"] = "frozen"
+    text_anchor: NonNegFloat = 0.0
+    null_dims: PosInt = 16
+    # text only: in training, each item's ID part is dropped with this probability (per step,
+    # items with text only), so the model also learns to score an item from its text alone: the
+    # state of an item added after training (DropoutNet's idea, for cold-start items)
+    id_dropout: Float = 0.0
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -68,6 +85,8 @@ class ModelConfig:
             )
         if not 0 <= self.dropout < 1:
             raise ValueError(f"model.dropout = {self.dropout} must be in [0, 1)")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"model.id_dropout = {self.id_dropout} must be in [0, 1)")
         return self
 
     @property

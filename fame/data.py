@@ -10,7 +10,7 @@ is shuffled and ranked as a whole.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
@@ -24,6 +24,7 @@ class Sequences(Protocol):
     (``fame.streaming.ParquetSequences``); both give the same batches for the same blocks."""
 
     num_items: int
+    held_out: np.ndarray  # item ids kept out of training (cold-start protocol): no candidates
 
     @property
     def num_users(self) -> int: ...
@@ -56,6 +57,7 @@ class SplitData:
     test: np.ndarray  # (U,) int64
     num_items: int
     block_users: int = BLOCK_USERS
+    held_out: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def __post_init__(self) -> None:
         if len(self.offsets) != len(self.user_ids) + 1:

@@ -47,11 +47,15 @@ def fit_distributed(
     from fame.trainer import FitResult
 
     work_dir = Path(work_dir)
+    if len(data.held_out):
+        raise ValueError("the cold-start protocol (data.cold_items) runs with train.nproc = 1")
+    table = model.item_emb
     job = {
         "model_cfg": dataclasses.asdict(model.cfg),
         "num_items": model.num_items,
         "state": model.state_dict(),
-        "train_item_table": model.item_emb.weight.requires_grad,
+        "train_item_table": table is None or table.weight.requires_grad,
+        "text_spec": None if model.text_spec is None else model.text_spec.as_dict(),
         "data": _data_job(data),
         "train_cfg": dataclasses.asdict(cfg),
         "spec": dataclasses.asdict(spec),
@@ -107,6 +111,7 @@ def launch(job: dict[str, Any], job_dir: Path, nproc: int) -> dict[str, Any]:
 
 def _run(job_dir: Path) -> None:
     from fame.config import EvalConfig, ModelConfig, TrainConfig
+    from fame.item_repr import TextSpec
     from fame.model import SeqRecModel
     from fame.trainer import fit
 
@@ -114,9 +119,11 @@ def _run(job_dir: Path) -> None:
     try:
         job = torch.load(job_dir / JOB, map_location="cpu", weights_only=True)
         torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
-        model = SeqRecModel(ModelConfig(**job["model_cfg"]), job["num_items"])
+        text = TextSpec(**job["text_spec"]) if job.get("text_spec") else None
+        model = SeqRecModel(ModelConfig(**job["model_cfg"]), job["num_items"], text)
         model.load_state_dict(job["state"])
-        model.item_emb.weight.requires_grad_(job["train_item_table"])
+        if model.item_emb is not None:
+            model.item_emb.weight.requires_grad_(job["train_item_table"])
         data = _data_from_job(job["data"], job["num_items"])
         result = fit(
             model,

@@ -37,9 +37,15 @@ def _mm(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype, acc: torch.dtype, 
 
 
 def chunked_ce(
-    u: torch.Tensor, E: torch.Tensor, targets: torch.Tensor, buf: torch.Tensor, grads: bool
+    u: torch.Tensor,
+    E: torch.Tensor,
+    targets: torch.Tensor,
+    buf: torch.Tensor,
+    grads: bool,
+    excluded: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Mean full-softmax CE over items 1..|V| and, if ``grads``, its gradients for u and E.
+    ``excluded``: item ids that are never candidates, besides padding (held-out items).
 
     The logits are built ``len(buf)`` rows at a time in the workspace ``buf`` (c, |V|+1) (float32)
     and never leave it: the gradient of a mean CE w.r.t. the logits is known in the forward pass
@@ -58,6 +64,8 @@ def chunked_ce(
             uc, tc = u[s : s + chunk], targets[s : s + chunk]
             logits = _mm(uc, Et, dtype, acc, out=buf[: len(tc)])  # (c, |V|+1)
             logits[:, 0] = -torch.inf  # padding is never a candidate
+            if excluded is not None:
+                logits[:, excluded] = -torch.inf
             target = logits.gather(1, tc[:, None])
             top = logits.amax(dim=1, keepdim=True)
             probs = logits.sub_(top).exp_()  # unnormalised softmax, in place
@@ -78,15 +86,15 @@ class _FullCEFunction(torch.autograd.Function):
     """Autograd wrapper: the gradients computed with the loss are returned by ``backward``."""
 
     @staticmethod
-    def forward(ctx, u, E, targets, buf):
-        loss, grad_u, grad_E = chunked_ce(u, E, targets, buf, grads=True)
+    def forward(ctx, u, E, targets, buf, excluded):
+        loss, grad_u, grad_E = chunked_ce(u, E, targets, buf, True, excluded)
         ctx.save_for_backward(grad_u, grad_E)
         return loss
 
     @staticmethod
     def backward(ctx, grad_out):
         grad_u, grad_E = ctx.saved_tensors
-        return grad_u * grad_out, grad_E * grad_out, None, None
+        return grad_u * grad_out, grad_E * grad_out, None, None, None
 
 
 class FullCE:
@@ -94,9 +102,13 @@ class FullCE:
 
     MAX_LOGITS = MAX_LOGITS
 
-    def __init__(self, chunk: int):
+    def __init__(self, chunk: int, excluded: np.ndarray | None = None):
+        """``excluded``: item ids never scored as candidates (the cold-start protocol's)."""
         self.chunk = chunk
         self.buf: torch.Tensor | None = None
+        self.excluded = None
+        if excluded is not None and len(excluded):
+            self.excluded = torch.as_tensor(np.asarray(excluded), dtype=torch.long)
 
     def workspace(self, rows: int, cols: int, like: torch.Tensor) -> torch.Tensor:
         """A (rows, cols) buffer kept between calls: a fresh allocation this large is page-faulted
@@ -110,9 +122,10 @@ class FullCE:
     def __call__(self, u, targets, E):
         rows = max(1, min(self.chunk, self.MAX_LOGITS // E.shape[0], len(targets)))
         buf = self.workspace(rows, E.shape[0], E)
+        excluded = None if self.excluded is None else self.excluded.to(E.device)
         if torch.is_grad_enabled() and (u.requires_grad or E.requires_grad):
-            return _FullCEFunction.apply(u, E, targets, buf)
-        return chunked_ce(u, E, targets, buf, grads=False)[0]
+            return _FullCEFunction.apply(u, E, targets, buf, excluded)
+        return chunked_ce(u, E, targets, buf, False, excluded)[0]
 
 
 class BCEOneNegative:
@@ -263,12 +276,21 @@ class _SampledFunction(torch.autograd.Function):
 
 
 def make_loss(
-    cfg: TrainConfig, generator: torch.Generator, counts: np.ndarray | None = None
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    counts: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> NextItemLoss:
     """The configured loss; ``counts`` (|V|+1,) are the train item counts a popularity or
-    in-batch proposal needs for its logQ correction."""
+    in-batch proposal needs for its logQ correction; ``held_out`` items are no candidates
+    (full softmax only)."""
     if cfg.loss == "ce":
-        return FullCE(cfg.logit_chunk)
+        return FullCE(cfg.logit_chunk, held_out)
+    if held_out is not None and len(held_out):
+        raise ValueError(
+            f"the cold-start protocol (data.cold_items) needs train.loss = 'ce'; "
+            f"train.loss = {cfg.loss!r} would sample held-out items as negatives"
+        )
     if cfg.loss == "bce":
         return BCEOneNegative(generator)
     return SampledSoftmax(

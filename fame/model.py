@@ -11,15 +11,25 @@ from torch import nn
 
 from fame.attention import TransformerBlock, attention_mask
 from fame.config import ModelConfig
+from fame.item_repr import TextItemTable, TextSpec
 from fame.moe import MoEHeadBlock
 
 
 class SeqRecModel(nn.Module):
-    def __init__(self, cfg: ModelConfig, num_items: int):
+    def __init__(self, cfg: ModelConfig, num_items: int, text: TextSpec | None = None):
+        """``text``: the projector's shapes, required by ``item_repr = "text"`` (the text
+        pathway ``fame.item_repr``, filled by ``TextItemTable.load``)."""
         super().__init__()
         self.cfg, self.num_items = cfg, num_items
         d, H = cfg.d, cfg.heads
-        self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)  # E
+        self.text_spec = text if cfg.item_repr == "text" else None
+        if cfg.item_repr == "text":
+            if text is None:
+                raise ValueError("model.item_repr = 'text' needs the text projector's TextSpec")
+            self.item_emb = None
+            self.text_items = TextItemTable(cfg, num_items, text)  # E = s·φ(t) + ID part
+        else:
+            self.item_emb = nn.Embedding(num_items + 1, d, padding_idx=0)  # E
         self.pos_emb = nn.Embedding(cfg.max_len, d)  # P
         self.ln = nn.LayerNorm(d)
         self.drop = nn.Dropout(cfg.dropout)
@@ -46,8 +56,9 @@ class SeqRecModel(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
+        if self.item_emb is not None:
+            with torch.no_grad():
+                self.item_emb.weight[0].zero_()
         if self.cfg.name == "fame":
             nn.init.normal_(self.last.router, std=std)
             self.last.reset_residual()
@@ -66,7 +77,32 @@ class SeqRecModel(nn.Module):
 
     def item_embeddings(self) -> torch.Tensor:
         """E: (num_items + 1, d), row 0 is padding and zero."""
-        return self.item_emb.weight
+        return self.item_emb.weight if self.item_emb is not None else self.text_items.table()
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        """E[items]: any shape of item ids -> (..., d)."""
+        return self.item_emb(items) if self.item_emb is not None else self.text_items(items)
+
+    def new_step(self) -> None:
+        """Before each training step: the text pathway draws its ID-dropout mask."""
+        if self.item_emb is None and self.cfg.id_dropout:
+            self.text_items.new_step()
+
+    def penalty(self) -> torch.Tensor | None:
+        """A term the training loss adds (the tuned text projector's pull to its start), or None."""
+        return None if self.item_emb is not None else self.text_items.penalty()
+
+    @torch.no_grad()
+    def add_items(self, text: torch.Tensor) -> None:
+        """Append ``len(text)`` items (n, D) known by their text only (text pathway): ids
+        num_items + 1 … num_items + n, scored from s·φ(t) without retraining."""
+        if self.item_emb is not None:
+            raise ValueError(
+                "items can be added to a model with model.item_repr = 'text' only: a free "
+                "item table has no embedding for an item it never trained"
+            )
+        self.text_items.extend(text)
+        self.num_items += len(text)
 
     def encode(
         self,
@@ -93,7 +129,7 @@ class SeqRecModel(nn.Module):
             if L < T:
                 raise ValueError(f"sequence length {T} exceeds model.max_len = {L}")
             positions = torch.arange(L - T, L, device=seq.device)  # right-aligned
-        x = self.drop(self.ln(self.item_emb(seq) + self.pos_emb(positions)))
+        x = self.drop(self.ln(self.embed(seq) + self.pos_emb(positions)))
         mask = attention_mask(seq, segments)
         for block in self.blocks:
             x = block(x, mask)
@@ -163,7 +199,7 @@ class SeqRecModel(nn.Module):
         x, mask = self._backbone(seq, None, None)
         beta = self.last.route(self.last.expert_outputs(x, mask, last_only=True))  # (B, H, 1, N)
         out = self.last(x, mask, last_only=True)  # (B, H, 1, d')
-        sub = torch.einsum("bkd,hdc->bkhc", self.item_emb(items), self.facet_proj)  # (B, k, H, d')
+        sub = torch.einsum("bkd,hdc->bkhc", self.embed(items), self.facet_proj)  # (B, k, H, d')
         per_head = torch.einsum("bhc,bkhc->bkh", out[:, :, 0], sub)
         return per_head, self.gate_weights(out)[:, -1], beta[:, :, 0]
 
@@ -174,6 +210,8 @@ class SeqRecModel(nn.Module):
         """Start from a given E (row 0 forced to zero); ``select_facets``: W_f^h = the (scaled)
         selector of slice h (``select_facet_slices``), so head h starts from facet h (§6.7), else
         W_f is left as it is. ``freeze`` keeps E fixed during training."""
+        if self.item_emb is None:
+            raise ValueError("a text-pathway model's table is set by TextItemTable.load")
         if emb.shape != self.item_emb.weight.shape:
             raise ValueError(
                 f"initial embeddings {tuple(emb.shape)} != {tuple(self.item_emb.weight.shape)}"

@@ -45,8 +45,13 @@ class ParquetSequences:
     """``fame.data.Sequences`` over a Parquet file; opening it reads the train lengths and the
     item counts in one pass over the row groups (memory: one row group)."""
 
-    def __init__(self, path: str | Path, num_items: int) -> None:
+    def __init__(
+        self, path: str | Path, num_items: int, held_out: np.ndarray | None = None
+    ) -> None:
+        """``held_out``: items kept out of training (the cold-start protocol), never a
+        training candidate."""
         self.path, self.num_items = Path(path), num_items
+        self.held_out = np.zeros(0, np.int64) if held_out is None else np.asarray(held_out)
         self._file = pq.ParquetFile(self.path)
         missing = set(COLUMNS) - set(self._file.schema_arrow.names)
         if missing:

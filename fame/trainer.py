@@ -234,9 +234,12 @@ def train_epoch(
         n = int(mask.sum())
         if shard is not None:
             weight = n * shard.world / positions if positions else 0.0
+        model.new_step()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             u = net(b.items, positions=b.positions, segments=b.segments)[mask]  # (P, d)
             loss = loss_fn(u, b.targets[mask], model.item_embeddings())
+            if (penalty := model.penalty()) is not None:  # the tuned text projector's pull
+                loss = loss + penalty
         opt.zero_grad(set_to_none=True)
         (loss * weight if shard is not None else loss).backward()
         opt.step()
@@ -316,12 +319,12 @@ def _fit_locked(
         last.unlink()
     if main:
         loop, resumed_from = _resume_or_start(
-            model, cfg, params, device, last, fingerprint, data.item_counts()
+            model, cfg, params, device, last, fingerprint, data.item_counts(), data.held_out
         )
     if shard is not None:  # the others follow rank 0's decision (it may have discarded last)
         resumed_from = shard.broadcast(resumed_from if main else None)
         if not main:
-            loop = _start(model, cfg, params, device, shard.rank, data.item_counts())
+            loop = _start(model, cfg, params, device, shard.rank, data.item_counts(), data.held_out)
             if resumed_from is not None:
                 _restore(model, loop, last, fingerprint, rank=shard.rank)
     state = loop.state
@@ -333,7 +336,8 @@ def _fit_locked(
     while not state["done"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
         t0 = time.perf_counter()
-        if freeze_item_epochs and any(p is model.item_emb.weight for p in params):
+        table = model.item_emb
+        if freeze_item_epochs and table is not None and any(p is table.weight for p in params):
             # no grad -> AdamW leaves E, its moments and its weight decay untouched this epoch
             model.item_emb.weight.requires_grad_(epoch > freeze_item_epochs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, dynamic_ncols=True)
@@ -453,6 +457,7 @@ def _start(
     device: torch.device,
     rank: int = 0,
     counts: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> _Loop:
     """Seeded optimizer, generators and loss at epoch 0. Every rank of a data-parallel job
     shuffles alike (they cut the same global batches); dropout and negatives draw per rank."""
@@ -461,7 +466,8 @@ def _start(
     shuffle_gen = torch.Generator().manual_seed(cfg.seed)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1 + offset)
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    return _Loop(opt, shuffle_gen, sample_gen, make_loss(cfg, sample_gen, counts), _fresh_state())
+    loss = make_loss(cfg, sample_gen, counts, held_out)
+    return _Loop(opt, shuffle_gen, sample_gen, loss, _fresh_state())
 
 
 def _rank_rng(loop: _Loop) -> dict[str, Any]:
@@ -493,13 +499,14 @@ def _resume_or_start(
     last: Path,
     fingerprint: str,
     counts: np.ndarray | None = None,
+    held_out: np.ndarray | None = None,
 ) -> tuple[_Loop, int | None]:
     """The loop restored from ``last`` (and the epoch it resumes after), else a fresh one.
 
     A state that fails to load is deleted with a warning; the model gets its initial weights
     back, since a half-applied state may already have changed them.
     """
-    loop = _start(model, cfg, params, device, counts=counts)
+    loop = _start(model, cfg, params, device, counts=counts, held_out=held_out)
     if not last.is_file():
         return loop, None
     initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -515,7 +522,7 @@ def _resume_or_start(
         )
         last.unlink(missing_ok=True)
         model.load_state_dict(initial)
-        return _start(model, cfg, params, device, counts=counts), None
+        return _start(model, cfg, params, device, counts=counts, held_out=held_out), None
     return loop, loop.state["epoch"]
 
 

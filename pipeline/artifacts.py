@@ -13,10 +13,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
+from pipeline.errors import PipelineError
 from storage.vectors import from_column
 
 if TYPE_CHECKING:
     from fame.data import SplitData
+    from fame.item_repr import TextSpec
     from fame.model import SeqRecModel
     from fame.streaming import ParquetSequences
     from storage import Artifact
@@ -40,7 +42,17 @@ def streamed_sequences(ingest: Artifact) -> ParquetSequences:
     """An ingest artifact's ``sequences`` read a window of row groups at a time (train, evaluate)."""
     from fame.streaming import ParquetSequences
 
-    return ParquetSequences(ingest.file("sequences.parquet"), ingest.rows["items"])
+    return ParquetSequences(
+        ingest.file("sequences.parquet"), ingest.rows["items"], held_out_items(ingest)
+    )
+
+
+def held_out_items(ingest: Artifact) -> np.ndarray:
+    """The item ids the cold-start protocol kept out of training (``data.cold_items``)."""
+    items = ingest.table("items")
+    if "held_out" not in items.column_names:
+        return np.zeros(0, dtype=np.int64)
+    return items["item_id"].to_numpy()[items["held_out"].to_numpy(zero_copy_only=False)]
 
 
 def facet_labels(cfg: RunConfig, items: pa.Table) -> np.ndarray:
@@ -63,6 +75,28 @@ def initial_vectors(pretrain: Artifact) -> tuple[np.ndarray, np.ndarray]:
     """(item ids, (n, d) initial item vectors) of a pretrain artifact."""
     table = pretrain.table("item_embeddings")
     return table["item_id"].to_numpy(), from_column(table["vector"])
+
+
+PROJECTOR, PROJECTOR_META = "projector.safetensors", "projector.json"  # in a pretrain artifact
+
+
+def text_projector(pretrain: Artifact) -> tuple[TextSpec, dict, float]:
+    """(shapes, weights, table scale s) of the projector φ a pretrain artifact stored."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from fame.item_repr import TextSpec
+
+    meta = pretrain.file(PROJECTOR_META)
+    if not meta.is_file():
+        raise PipelineError(
+            f"pretrain artifact {pretrain.key} holds no projector (written before the text "
+            "pathway existed): recompute it with `fame run --force pretrain` and the same config"
+        )
+    spec = json.loads(meta.read_text())
+    scale = spec.pop("scale")
+    return TextSpec(**spec), load_file(pretrain.file(PROJECTOR)), float(scale)
 
 
 def trained_model(train: Artifact, device: str = "cpu") -> SeqRecModel:

@@ -164,6 +164,15 @@ class DataConfig(Strict):
         "none", description="repeated (user, item) pairs: keep all, the first or the last"
     )
     min_rating: Float | None = Field(None, description="drop interactions rated below this")
+    cold_items: Float = Field(
+        0.0,
+        ge=0,
+        lt=0.5,
+        description="item cold-start protocol: this seeded share of the items is held out of "
+        "training entirely (their valid/test interactions become cold targets, reported apart "
+        "from warm ones); 0 = off",
+    )
+    cold_seed: Int = Field(0, description="seed of the held-out item choice (cold_items > 0)")
     synth: SynthConfig | None = Field(
         None, description="synthetic only: generator parameters (default: demo size)"
     )
@@ -314,6 +323,24 @@ class RunConfig(Strict):
                     where = loc if i is None else f"{loc}.{i}"
                     raise ValueError(f"{where}.{f.name}: expected a finite number, got {val}")
         return result
+
+    @model_validator(mode="after")
+    def _text_pathway(self) -> RunConfig:
+        """The text pathway keeps the pretrain stage's projector: it needs one, and its table
+        has no free rows to freeze."""
+        if self.model.item_repr != "text":
+            return self
+        if self.init.method == "random":
+            raise ValueError(
+                "model.item_repr = 'text' needs init.method = 'text' or 'facet_pretrain' (the "
+                "projector it keeps); init.method = 'random' has none"
+            )
+        if self.init.freeze or self.init.freeze_epochs or self.init.scale != "table":
+            raise ValueError(
+                "init.freeze, init.freeze_epochs and init.scale = 'slice' act on a free item "
+                "table; with model.item_repr = 'text' use model.text_mode instead"
+            )
+        return self
 
     # -- resolved locations -------------------------------------------------------------------
     def data_dir(self) -> Path:

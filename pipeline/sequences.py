@@ -223,3 +223,49 @@ def _items(con, raw: RawData) -> pa.Table:
 
 def _count(con, sql: str) -> int:
     return int(con.execute(sql).fetchall()[0][0])
+
+
+def hold_out_items(
+    items: pa.Table, sequences: pa.Table, share: float, seed: int
+) -> tuple[pa.Table, pa.Table, dict[str, int]]:
+    """The item cold-start protocol: a seeded ``share`` of the items leaves training entirely.
+
+    Returns ``items`` with a boolean ``held_out`` column, ``sequences`` whose train parts no
+    longer name a held-out item (their valid and test targets stay, so those are cold targets)
+    and the counts. Users left with an empty train part are dropped: they have no history to
+    recommend from. The choice depends on the seed and the item ids only.
+    """
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids = items["item_id"].to_numpy()
+    n_out = int(round(share * len(ids)))
+    if n_out < 1:
+        raise PipelineError(
+            f"data.cold_items = {share} of {len(ids)} items holds out none: raise the share"
+        )
+    chosen = np.sort(np.random.default_rng(seed).choice(ids, size=n_out, replace=False))
+    held = np.zeros(int(ids.max()) + 1, dtype=bool)
+    held[chosen] = True
+    train = sequences["train_items"].combine_chunks()
+    flat = train.flatten().to_numpy()
+    keep = ~held[flat]
+    lengths = pc.list_value_length(train).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    new_len = np.bincount(rows[keep], minlength=len(lengths))
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(new_len, out=offsets[1:])
+    kept_train = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat[keep], pa.int64()))
+    out = sequences.set_column(
+        sequences.schema.get_field_index("train_items"), "train_items", kept_train
+    )
+    nonempty = new_len > 0
+    out = out.filter(pa.array(nonempty))
+    stats = {
+        "held_out_items": n_out,
+        "held_out_train_interactions": int((~keep).sum()),
+        "users_dropped_empty_history": int((~nonempty).sum()),
+        "cold_valid_targets": int(held[out["valid_item"].to_numpy()].sum()),
+        "cold_test_targets": int(held[out["test_item"].to_numpy()].sum()),
+    }
+    return items.append_column("held_out", pa.array(held[ids])), out, stats

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from fame.device import resolve_device
+from fame.projector import FacetProjector
 from pretrain.config import PretrainConfig
-from pretrain.projector import FacetProjector
 from pretrain.sampler import BalancedSampler
 from pretrain.supcon import supcon_loss
 
@@ -30,6 +30,9 @@ __all__ = [
     "pca_axes",
     "plain_projection",
     "pretrain_facets",
+    "project",
+    "table_scale",
+    "text_projector",
 ]
 
 
@@ -40,6 +43,7 @@ class PretrainResult:
     # H per step (facet by facet) when joint
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    projector: FacetProjector | None = None  # φ_1..φ_H as trained (on the CPU, eval mode)
 
 
 @contextmanager
@@ -139,8 +143,40 @@ def pretrain_facets(
     with torch.no_grad():
         z = torch.cat([model(x[s : s + 4096]) for s in range(0, len(x), 4096)])
     return PretrainResult(
-        z=z.float().cpu().numpy(), losses=losses, seconds=time.perf_counter() - start
+        z=z.float().cpu().numpy(),
+        losses=losses,
+        seconds=time.perf_counter() - start,
+        projector=model.cpu(),
     )
+
+
+@torch.no_grad()
+def project(projector: FacetProjector, text_emb: np.ndarray) -> np.ndarray:
+    """φ(t) of every row: (n, D) -> (n, H, d') float32, 4096 rows at a time."""
+    x = torch.from_numpy(np.ascontiguousarray(text_emb, dtype=np.float32))
+    return torch.cat([projector(x[s : s + 4096]) for s in range(0, len(x), 4096)]).numpy()
+
+
+def table_scale(z: np.ndarray, std: float) -> float:
+    """The factor that puts a table of rows ``z`` (n, ...) at the default init's std (§6.7)."""
+    return float(std / max(float(np.asarray(z, dtype=np.float64).std()), 1e-12))
+
+
+def text_projector(text_emb: np.ndarray, d: int, hidden: int, seed: int = 0) -> FacetProjector:
+    """The ``init = text`` projection as a projector: one d-dim "facet", φ(t) = (t - μ) A over
+    the top d principal axes (``pca_axes``) plus an MLP residual that starts at zero, not
+    normalised, so a text pathway can keep (or tune) what ``plain_projection`` gives."""
+    r = min(d, text_emb.shape[1], max(len(text_emb) - 1, 1))
+    if r < d:
+        raise ValueError(
+            f"a text pathway over the PCA projection needs d = {d} principal axes; the text "
+            f"vectors have {text_emb.shape[1]} dims over {len(text_emb)} items"
+        )
+    mean, axes = pca_axes(text_emb, d)
+    base = (torch.from_numpy(mean).float(), torch.from_numpy(np.ascontiguousarray(axes)).float())
+    with torch.random.fork_rng(devices=[]):  # the MLP's seeded start (it only moves if tuned)
+        torch.manual_seed(seed)
+        return FacetProjector(1, text_emb.shape[1], hidden, d, (base[0], base[1][None]), False)
 
 
 def _keep_text_loss(

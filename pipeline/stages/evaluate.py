@@ -31,7 +31,16 @@ if TYPE_CHECKING:
 NAME = "evaluate"
 VERSION = "1"
 SUMMARY = "Full-ranking evaluation of the trained model (valid and test)."
-TABLES = {"metrics": RESULT, "rankings": RESULT, "head_alignment": RESULT}  # alignment: FAME
+# alignment: FAME only; group_metrics: the metrics again per group of users (GROUPINGS)
+TABLES = {
+    "metrics": RESULT,
+    "rankings": RESULT,
+    "head_alignment": RESULT,
+    "group_metrics": RESULT,
+}
+# group edges [lo, hi) of the target item's training count and of the user's input history length
+POPULARITY_EDGES = (0, 1, 5, 20, 50)
+HISTORY_EDGES = (1, 5, 10, 20, 50)
 
 
 def upstream(cfg: RunConfig) -> list[str]:
@@ -111,12 +120,14 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
 
     cfg = ctx.config
     ranks: dict[tuple[str, str], np.ndarray] = {}
+    targets = {s: np.empty(data.num_users, np.int64) for s in ("valid", "test")}
     schema = rankings_schema(min(cfg.evaluate.topk, data.num_items))
     with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
         for split in ("valid", "test"):
             chunks = rank_chunks(model, data, split, cfg.evaluate, device)
             bar = tqdm(chunks, desc=f"rank {split}", disable=not ctx.progress, leave=False)
             for c in bar:
+                targets[split][c.rows] = c.targets
                 for protocol, r in c.ranks.items():
                     ranks.setdefault((split, protocol), np.empty(data.num_users, np.int64))
                     ranks[split, protocol][c.rows] = r
@@ -161,9 +172,72 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
                     }
                 )
     tables = {"metrics": pa.Table.from_pylist(metric_rows)}
+    common = {
+        k: metric_rows[0][k] for k in ("run_id", "dataset", "model", "init", "seed", "train_key")
+    }
+    groups = group_metric_rows(ranks, targets, data, cfg.evaluate.ks)
+    tables["group_metrics"] = pa.Table.from_pylist([{**common, **g} for g in groups])
     if alignment := head_alignment_rows(ctx, model, ingest.table("items")):
         tables["head_alignment"] = pa.Table.from_pylist(alignment)
     return tables, summary
+
+
+def _buckets(values: np.ndarray, edges: tuple[int, ...]) -> tuple[np.ndarray, list[str]]:
+    """(bucket index per value, bucket names "lo-hi" / "lo+" / "0") over ``edges``."""
+    names = []
+    for i, lo in enumerate(edges):
+        hi = edges[i + 1] - 1 if i + 1 < len(edges) else None
+        names.append(f"{lo}+" if hi is None else (str(lo) if hi == lo else f"{lo}-{hi}"))
+    return np.searchsorted(np.asarray(edges), values, side="right") - 1, names
+
+
+def group_metric_rows(
+    ranks: dict[tuple[str, str], np.ndarray],
+    targets: dict[str, np.ndarray],
+    data,
+    ks: tuple[int, ...],
+) -> list[dict]:
+    """The metrics per group of users, for every split and protocol: by the target item's
+    training count (``target_popularity``), by the length of the input history
+    (``history_length``) and, under the cold-start protocol, by whether the target was held out
+    of training (``target``: cold / warm). Within a grouping the groups' user-weighted means
+    give back the overall metric."""
+    from fame.metrics import metrics_from_ranks
+
+    counts = data.item_counts()
+    lengths = {"valid": data.train_lengths(), "test": data.train_lengths() + 1}
+    held = np.zeros(data.num_items + 1, dtype=bool)
+    held[data.held_out] = True
+    rows = []
+    for (split, protocol), r in ranks.items():
+        tgt = targets[split]
+        groupings = {
+            "target_popularity": _buckets(counts[tgt], POPULARITY_EDGES),
+            "history_length": _buckets(lengths[split], HISTORY_EDGES),
+        }
+        if held.any():
+            groupings["target"] = (held[tgt].astype(np.int64), ["warm", "cold"])
+        for grouping, (idx, names) in groupings.items():
+            for g, name in enumerate(names):
+                sel = idx == g
+                if not sel.any():
+                    continue
+                for metric_name, value in metrics_from_ranks(r[sel], ks).items():
+                    metric, k = split_metric(metric_name)
+                    rows.append(
+                        {
+                            "split": split,
+                            "protocol": protocol,
+                            "grouping": grouping,
+                            "group": name,
+                            "group_order": g,
+                            "users": int(sel.sum()),
+                            "metric": metric,
+                            "k": k,
+                            "value": float(value),
+                        }
+                    )
+    return rows
 
 
 def head_alignment_rows(ctx: RunContext, model, items: pa.Table) -> list[dict]:

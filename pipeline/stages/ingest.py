@@ -20,7 +20,7 @@ from pipeline.readers import (
     read_recbole,
     read_s3rec,
 )
-from pipeline.sequences import prepare
+from pipeline.sequences import hold_out_items, prepare
 from pipeline.stages.base import DATA, StageOutput, drop_at_default
 from storage.atomic import atomic_dir
 
@@ -77,6 +77,7 @@ def key_config(cfg: RunConfig) -> dict:
     synthetic data: the data section and the generator version (the files follow from them)."""
     if cfg.data.format == "synthetic":
         section = {k: v for k, v in cfg.section("data").items() if k not in FILE_FIELDS}
+        section = drop_at_default(section, {"cold_items": 0.0, "cold_seed": 0})
         return {"data": section, "generator": synth.VERSION}
     prints = []
     for path in source_files(cfg).values():
@@ -88,7 +89,9 @@ def key_config(cfg: RunConfig) -> dict:
                 "mtime_ns": st.st_mtime_ns if st else None,
             }
         )
-    section = drop_at_default(cfg.section("data"), {"item_text": None, "synth": None})
+    section = drop_at_default(
+        cfg.section("data"), {"item_text": None, "synth": None, "cold_items": 0.0, "cold_seed": 0}
+    )
     section.pop("dir", None)
     return {"data": section, "files": prints}
 
@@ -141,14 +144,18 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
         min_rating=d.min_rating,
         consume=True,
     )
+    items, sequences, stats = prepared.items, prepared.sequences, prepared.stats
+    if d.cold_items:
+        items, sequences, cold = hold_out_items(items, sequences, d.cold_items, d.cold_seed)
+        stats = {**stats, **cold}
 
     def files(tmp: Path) -> None:
         # one row group per block of users: training and evaluation stream a window of them
         path = tmp / "sequences.parquet"
-        pq.write_table(prepared.sequences, path, row_group_size=BLOCK_USERS)
+        pq.write_table(sequences, path, row_group_size=BLOCK_USERS)
 
     return StageOutput(
-        tables={"items": prepared.items, "interactions": prepared.interactions},
+        tables={"items": items, "interactions": prepared.interactions},
         files=files,
-        meta={"stats": prepared.stats},
+        meta={"stats": stats},
     )

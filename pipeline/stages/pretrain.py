@@ -6,17 +6,23 @@ vector and one column per facet slice) and ``facet_report`` (kNN label accuracy 
 each slice, the raw text and a random projection), the check that each facet's sub-space holds
 that facet. ``init = text``: the unsupervised control, PCA of the text vectors to d dims
 (``pretrain.train.plain_projection``), ``item_embeddings`` only.
+
+Both store the projector that made the table (``projector.safetensors`` and its shapes and
+scale in ``projector.json``): the text pathway (``model.item_repr = "text"``) keeps it inside the
+model. Under the cold-start protocol the projector (and the PCA) is fitted without the held-out
+items, as it would be for items that arrive after training; their vectors are projected with it.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
-from pipeline.artifacts import facet_labels, text_vectors
+from pipeline.artifacts import PROJECTOR, PROJECTOR_META, facet_labels, held_out_items, text_vectors
 from pipeline.config import RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import DATA, RESULT, StageOutput, drop_at_default
@@ -82,12 +88,13 @@ def precheck(cfg: RunConfig, items: pa.Table | None) -> None:
 
 
 def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
-    from pretrain.train import initial_embeddings, knn_report, pretrain_facets
+    from pretrain.train import initial_embeddings, knn_report, pretrain_facets, project, table_scale
 
     cfg = ctx.config
     ids, text = text_vectors(inputs["encode"])
+    fit = ~np.isin(ids, held_out_items(inputs["ingest"]))  # what the projector may learn from
     if cfg.init.method == "text":
-        return _text_projection(cfg, ids, text)
+        return _text_projection(cfg, ids, text, fit)
     items = inputs["ingest"].table("items")
     precheck(cfg, None)
     item_ids = items["item_id"].to_numpy()
@@ -95,9 +102,15 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     rows = np.searchsorted(item_ids, ids)  # item ids are sorted 1..n
     labels = labels_all[:, rows]
     d_prime = cfg.model.d // cfg.model.heads
-    result = pretrain_facets(text, labels, d_prime, cfg.pretrain, progress=ctx.progress)
+    result = pretrain_facets(text[fit], labels[:, fit], d_prime, cfg.pretrain, ctx.progress)
+    if not fit.all():
+        result.z = project(result.projector, text)
     init = initial_embeddings(result.z, cfg.model.init_std)
-    names = [f.name for f in cfg.facets]
+    spec = {"facets": len(names := [f.name for f in cfg.facets]), "hidden": cfg.pretrain.hidden}
+    spec |= {"base": cfg.pretrain.start == "pca", "normalize": True}
+    files = _projector_files(
+        result.projector, text.shape[1], spec, table_scale(result.z, cfg.model.init_std)
+    )
     table = {"item_id": pa.array(ids, pa.int64()), "vector": to_column(init)}
     for h, name in enumerate(names):
         table[f"facet_{name}"] = to_column(result.z[:, h, :])
@@ -115,6 +128,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     coverage = {n: int((labels[h] >= 0).sum()) for h, n in enumerate(names)}
     return StageOutput(
         tables={"item_embeddings": pa.table(table), "facet_report": report_tbl},
+        files=files,
         meta={
             "facets": names,
             "labelled_items": coverage,
@@ -124,9 +138,36 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     )
 
 
-def _text_projection(cfg: RunConfig, ids: np.ndarray, text: np.ndarray) -> StageOutput:
-    from pretrain.train import plain_projection
+def _text_projection(
+    cfg: RunConfig, ids: np.ndarray, text: np.ndarray, fit: np.ndarray
+) -> StageOutput:
+    from pretrain.train import plain_projection, project, table_scale, text_projector
 
-    vec = plain_projection(text, cfg.model.d, cfg.model.init_std, cfg.train.seed)
+    d, std = cfg.model.d, cfg.model.init_std
+    # the axes from the items training may see (all of them but under the cold-start protocol)
+    phi = text_projector(text[fit], d, cfg.pretrain.hidden, cfg.train.seed)
+    scale = table_scale(project(phi, text[fit]), std)
+    if fit.all():  # the table exactly as it always was
+        vec = plain_projection(text, d, std, cfg.train.seed)
+    else:
+        vec = project(phi, text)[:, 0] * scale
+    spec = {"facets": 1, "hidden": cfg.pretrain.hidden, "base": True, "normalize": False}
+    files = _projector_files(phi, text.shape[1], spec, scale)
     table = pa.table({"item_id": pa.array(ids, pa.int64()), "vector": to_column(vec)})
-    return StageOutput(tables={"item_embeddings": table}, meta={"method": "text"})
+    return StageOutput(tables={"item_embeddings": table}, files=files, meta={"method": "text"})
+
+
+def _projector_files(projector, dim: int, spec: dict, scale: float):
+    """The ``files`` step writing φ's weights and what rebuilds it (``fame.item_repr.TextSpec``
+    fields and the table scale s)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous().cpu() for k, v in projector.state_dict().items()}
+
+    def write(tmp: Path) -> None:
+        save_file(state, tmp / PROJECTOR)
+        (tmp / PROJECTOR_META).write_text(json.dumps({"dim": dim, **spec, "scale": scale}))
+
+    return write

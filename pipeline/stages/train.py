@@ -19,11 +19,18 @@ import pyarrow.parquet as pq
 from fame.config import (
     FAME_ONLY_FIELDS,
     SPEED_FIELDS,
+    TEXT_ONLY_FIELDS,
     TRAIN_KEY_ONLY_IF_SET,
     ModelConfig,
     selection_fields,
 )
-from pipeline.artifacts import CHECKPOINT, initial_vectors, streamed_sequences
+from pipeline.artifacts import (
+    CHECKPOINT,
+    initial_vectors,
+    streamed_sequences,
+    text_projector,
+    text_vectors,
+)
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.pruning import EPOCH_HOOK
@@ -46,15 +53,22 @@ log = logging.getLogger("fame")
 NOT_IN_KEY = SPEED_FIELDS  # TrainConfig fields that change speed or reporting, not the weights
 # ModelConfig fields added after artifacts were first written: at their default they are left
 # out of the key, so a model they do not change keeps its artifacts (and its bench records)
-KEY_ONLY_IF_SET = {"residual", "router_top_k"}
+KEY_ONLY_IF_SET = {"residual", "router_top_k", "item_repr"}
 KEY_ONLY_IF_SET_INIT = {"freeze_epochs", "scale", "gain"}  # the same rule for InitConfig
 _MODEL_DEFAULTS = {k: getattr(ModelConfig(), k) for k in KEY_ONLY_IF_SET}
 _INIT_DEFAULTS = {k: getattr(InitConfig(), k) for k in KEY_ONLY_IF_SET_INIT}
 
 
 def upstream(cfg: RunConfig) -> list[str]:
-    # the pretrain stage makes the initial table for text and facet_pretrain alike
-    return ["ingest"] if cfg.init.method == "random" else ["ingest", "pretrain"]
+    # the pretrain stage makes the initial table for text and facet_pretrain alike; the text
+    # pathway reads the encoder's vectors t_v too
+    if cfg.init.method == "random":
+        return ["ingest"]
+    return (
+        ["ingest", "encode", "pretrain"]
+        if cfg.model.item_repr == "text"
+        else ["ingest", "pretrain"]
+    )
 
 
 def key_config(cfg: RunConfig) -> dict:
@@ -63,12 +77,40 @@ def key_config(cfg: RunConfig) -> dict:
     model = drop_at_default(cfg.section("model"), _MODEL_DEFAULTS)
     if cfg.model.name == "sasrec":
         model = {k: v for k, v in model.items() if k not in FAME_ONLY_FIELDS}
+    if cfg.model.item_repr != "text":
+        model = {k: v for k, v in model.items() if k not in TEXT_ONLY_FIELDS}
     init = drop_at_default(cfg.section("init"), _INIT_DEFAULTS)
     return {"model": model, "train": train, "init": init}
 
 
+def text_pathway_model(cfg: RunConfig, inputs: dict[str, Artifact], num_items: int) -> SeqRecModel:
+    """A model whose E is the text pathway (``fame.item_repr``): the encoder's t_v, the pretrain
+    stage's projector φ and its scale s times ``init.gain``; W_f^h the selector of slice h, so
+    head h reads facet projector h."""
+    import torch
+
+    from fame.model import SeqRecModel
+
+    spec, state, scale = text_projector(inputs["pretrain"])
+    model = SeqRecModel(cfg.model, num_items, spec)
+    ids, vec = text_vectors(inputs["encode"])
+    text = torch.zeros(num_items + 1, spec.dim)
+    text[torch.from_numpy(ids)] = torch.from_numpy(vec)
+    has_text = torch.zeros(num_items + 1, dtype=torch.bool)
+    has_text[torch.from_numpy(ids)] = True
+    gen = torch.Generator().manual_seed(cfg.train.seed)
+    model.text_items.load(text, has_text, state, scale * cfg.init.gain, cfg.model.init_std, gen)
+    if missing := num_items - len(ids):
+        log.info(
+            "text pathway: %d of %d items have no text and fall back to their ID part alone",
+            missing,
+            num_items,
+        )
+    return model
+
+
 def initial_table(
-    cfg: RunConfig, inputs: dict[str, Artifact], num_items: int, model: SeqRecModel
+    cfg: RunConfig, inputs: dict[str, Artifact], model: SeqRecModel
 ) -> torch.Tensor | None:
     """The (num_items+1, d) initial E: for init=text|facet_pretrain the pretrain stage's table,
     for random init the model's own table times ``init.gain`` (None at gain 1: left as it is),
@@ -82,7 +124,14 @@ def initial_table(
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
     m = cfg.model
     return initial_item_table(
-        ids, vec, num_items, m.init_std, m.heads, cfg.init.scale, cfg.train.seed, cfg.init.gain
+        ids,
+        vec,
+        model.num_items,
+        m.init_std,
+        m.heads,
+        cfg.init.scale,
+        cfg.train.seed,
+        cfg.init.gain,
     )
 
 
@@ -104,11 +153,14 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     num_items = ingest.rows["items"]
     data = streamed_sequences(ingest)
     torch.manual_seed(cfg.train.seed)
-    model = SeqRecModel(cfg.model, num_items)
-    if (init := initial_table(cfg, inputs, num_items, model)) is not None:
-        model.load_item_init(
-            init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
-        )
+    if cfg.model.item_repr == "text":
+        model = text_pathway_model(cfg, inputs, num_items)
+    else:
+        model = SeqRecModel(cfg.model, num_items)
+        if (init := initial_table(cfg, inputs, model)) is not None:
+            model.load_item_init(
+                init, select_facets=cfg.init.method == "facet_pretrain", freeze=cfg.init.freeze
+            )
     kwargs = {
         "progress": ctx.progress,
         "freeze_item_epochs": cfg.init.freeze_epochs,

@@ -258,11 +258,11 @@ def test_slice_scale_gives_every_head_slice_the_init_std(tmp_path):
     inputs = {s: r.artifact for s, r in ctx.results.items()}
     ids = inputs["pretrain"].table("item_embeddings")["item_id"].to_numpy()
     model = SeqRecModel(cfg.model, 7)
-    table = initial_table(cfg, inputs, 7, model).numpy()[ids].reshape(len(ids), 3, -1)
+    table = initial_table(cfg, inputs, model).numpy()[ids].reshape(len(ids), 3, -1)
     per_slice = table.std(axis=(0, 2))
     assert per_slice[0] > per_slice[-1]  # PCA: most variance in the first slice
     sliced = _config(tmp_path, tmp_path / "a", **{"init.method": "text", "init.scale": "slice"})
-    table = initial_table(sliced, inputs, 7, model).numpy()[ids].reshape(len(ids), 3, -1)
+    table = initial_table(sliced, inputs, model).numpy()[ids].reshape(len(ids), 3, -1)
     np.testing.assert_allclose(table.std(axis=(0, 2)), cfg.model.init_std, rtol=1e-4)
     assert plan_keys(sliced)["train"] != plan_keys(cfg)["train"]
 
@@ -280,9 +280,9 @@ def test_gain_scales_the_random_table_too(tmp_path):
     torch.manual_seed(0)
     model = SeqRecModel(cfg.model, 7)
     own = model.item_embeddings().detach().clone()
-    assert initial_table(cfg, {}, 7, model) is None
+    assert initial_table(cfg, {}, model) is None
     gained = _config(tmp_path, tmp_path / "a", **{"init.method": "random", "init.gain": 3.0})
-    table = initial_table(gained, {}, 7, model)
+    table = initial_table(gained, {}, model)
     torch.testing.assert_close(table, 3.0 * own, rtol=0, atol=0)
     assert table[1:].std().item() == pytest.approx(3.0 * cfg.model.init_std, rel=0.2)
     assert plan_keys(gained)["train"] != plan_keys(cfg)["train"]

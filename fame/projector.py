@@ -1,4 +1,7 @@
-"""φ_k: one 2-layer MLP per facet mapping the frozen text vector to its facet sub-space."""
+"""φ_k: one 2-layer MLP per facet mapping the frozen text vector to its facet sub-space.
+
+Shared by the facet pre-training (which shapes it) and the model's text pathway (which keeps
+it, so that an item's embedding stays a function of its text)."""
 
 from __future__ import annotations
 
@@ -24,10 +27,14 @@ class FacetProjector(nn.Module):
         hidden: int,
         dim_out: int,
         base: tuple[torch.Tensor, torch.Tensor] | None = None,
+        normalize: bool = True,
     ):
         """``base`` = (mean (D,), axes (H, D, d')): a fixed linear start, z^k = normalize((t - μ)
-        A_k + φ_k(t)) with φ_k's last layer at zero, so training begins from the projection."""
+        A_k + φ_k(t)) with φ_k's last layer at zero, so training begins from the projection.
+        ``normalize=False`` drops the unit norm: with a base, the plain PCA projection of
+        ``init = text`` (one "facet" of d dims) plus a residual MLP."""
         super().__init__()
+        self.normalize = normalize
         self.mlps = nn.ModuleList(
             nn.Sequential(nn.Linear(dim_in, hidden), nn.GELU(), nn.Linear(hidden, dim_out))
             for _ in range(facets)
@@ -44,7 +51,7 @@ class FacetProjector(nn.Module):
         out = self.mlps[k](x)
         if self.axes is not None:
             out = out + (x - self.mean) @ self.axes[k]
-        return F.normalize(out, dim=-1)
+        return F.normalize(out, dim=-1) if self.normalize else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All facets: (n, D) -> (n, H, d')."""
@@ -56,4 +63,4 @@ class FacetProjector(nn.Module):
         out = torch.einsum("nkh,koh->nko", h, w2) + b2  # (n, H, d')
         if self.axes is not None:
             out = out + torch.einsum("nd,kdo->nko", x - self.mean, self.axes)
-        return F.normalize(out, dim=-1)
+        return F.normalize(out, dim=-1) if self.normalize else out
