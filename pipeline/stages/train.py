@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -94,10 +95,11 @@ def text_pathway_model(cfg: RunConfig, inputs: dict[str, Artifact], num_items: i
     spec, state, scale = text_projector(inputs["pretrain"])
     model = SeqRecModel(cfg.model, num_items, spec)
     ids, vec = text_vectors(inputs["encode"])
+    rows = torch.as_tensor(np.array(ids, dtype=np.int64))
     text = torch.zeros(num_items + 1, spec.dim)
-    text[torch.from_numpy(ids)] = torch.from_numpy(vec)
+    text[rows] = torch.as_tensor(np.array(vec, dtype=np.float32))
     has_text = torch.zeros(num_items + 1, dtype=torch.bool)
-    has_text[torch.from_numpy(ids)] = True
+    has_text[rows] = True
     gen = torch.Generator().manual_seed(cfg.train.seed)
     model.text_items.load(text, has_text, state, scale * cfg.init.gain, cfg.model.init_std, gen)
     if missing := num_items - len(ids):
