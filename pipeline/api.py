@@ -133,6 +133,39 @@ def open_config(cfg: RunConfig, config_name: str = "") -> tuple[Run, str]:
     return found, f"run {found.run_id} (the latest of config {config_name or 'any'})"
 
 
+# items columns that are the pipeline's, not item fields a new item may give
+_INTERNAL_ITEM_COLUMNS = ("item_id", "source_id", "held_out")
+
+
+def _item_frame(new: Any) -> pa.Table:
+    """New items as an Arrow table: from a frame, a table or a .parquet/.csv/.tsv/.jsonl file."""
+    if isinstance(new, pa.Table):
+        return new
+    if isinstance(new, str | Path):
+        path = Path(new)
+        if not path.is_file():
+            raise PipelineError(f"{path}: no such file of new items")
+        try:
+            if path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                return pq.read_table(path)
+            if path.suffix in (".csv", ".tsv"):
+                import pyarrow.csv as pcsv
+
+                opts = pcsv.ParseOptions(delimiter="\t" if path.suffix == ".tsv" else ",")
+                conv = pcsv.ConvertOptions(column_types={"item_id": pa.string()})
+                return pcsv.read_csv(path, parse_options=opts, convert_options=conv)
+            if path.suffix == ".jsonl":
+                import pyarrow.json as pjson
+
+                return pjson.read_json(path)
+        except pa.ArrowInvalid as exc:
+            raise PipelineError(f"{path}: cannot read new items: {exc}") from None
+        raise PipelineError(f"{path}: new items come as .parquet, .csv, .tsv or .jsonl")
+    return pa.Table.from_pandas(new, preserve_index=False)
+
+
 def _root(artifacts: str | Path | None) -> Path:
     return Path(artifacts).expanduser().resolve() if artifacts else default_artifacts_dir()
 
@@ -382,6 +415,108 @@ class Run:
                 frame[f"expert {name}"] = np.repeat(ex.top_expert[:, h], k)
                 frame[f"expert weight {name}"] = np.repeat(ex.expert_weight[:, h], k)
         return frame
+
+    # -- new items -----------------------------------------------------------------------------
+    def add_items(self, new: pd.DataFrame | pa.Table | str | Path) -> pa.Table:
+        """Add items that training never saw: a frame, Arrow table or file (.parquet, .csv,
+        .tsv, .jsonl) with an ``item_id`` column (their source ids) and any of the run's item
+        fields. Each is rendered by the run's encode template, encoded by its encoder and
+        embedded by the text pathway (s·φ(t), no ID part: ``model.item_repr = "text"`` runs
+        only), so recommendations and explanations include it at once.
+
+        Nothing stored changes (the model of this process does); each addition is recorded
+        under ``_records/added_items``. Bad input (no ``item_id``, a duplicate or known id, an
+        unknown field, an item whose text renders empty) is a named error and adds nothing.
+        Returns the added rows of ``items`` (with their new ``item_id``).
+        """
+        import time
+
+        import torch
+
+        from pretrain.encoder import TextEncoder
+        from pretrain.text import render_texts
+
+        start = time.perf_counter()
+        if self.config.model.item_repr != "text":
+            raise PipelineError(
+                f"run {self.run_id} has a free item table (model.item_repr = "
+                f"{self.config.model.item_repr!r}): an item it never trained has no embedding; "
+                "add items to a run trained with model.item_repr = 'text'"
+            )
+        table = _item_frame(new)
+        rows = self._checked_new_items(table)
+        texts = render_texts(rows, self.config.encode.template)
+        empty = [r["item_id"] for r, t in zip(rows, texts, strict=True) if not t]
+        if empty:
+            raise PipelineError(
+                f"item(s) {empty[:5]}: no text for the template {self.config.encode.template!r} "
+                "(its fields are empty): a new item is known by its text alone"
+            )
+        enc = self.config.encode
+        encoder = TextEncoder(enc.model, enc.device, enc.batch_size, enc.max_length)
+        vectors = encoder.encode(texts, progress=False)
+        self.model.add_items(torch.from_numpy(vectors))
+        first = len(self.source_ids) + 1
+        added = self._item_rows(table, first)
+        self.items = pa.concat_tables([self.items, added])
+        for cached in ("source_ids", "_item_index"):
+            self.__dict__.pop(cached, None)
+        self.store.record(
+            "added_items",
+            f"{self.run_id}-{time.time_ns()}",
+            {
+                "run_id": self.run_id,
+                "items": len(rows),
+                "first_item_id": first,
+                "source_ids": json.dumps([r["item_id"] for r in rows]),
+                "encoder": encoder.name,
+                "added_at": time.time(),
+                "seconds": time.perf_counter() - start,
+            },
+        )
+        return added
+
+    def _checked_new_items(self, table: pa.Table) -> list[dict[str, Any]]:
+        """The rows of ``table`` with string ids, or the named error of the first bad input."""
+        if "item_id" not in table.column_names:
+            raise PipelineError(
+                f"new items need an item_id column (their source ids); got {table.column_names}"
+            )
+        fields = [c for c in self.items.column_names if c not in _INTERNAL_ITEM_COLUMNS]
+        unknown = [c for c in table.column_names if c != "item_id" and c not in fields]
+        if unknown:
+            raise PipelineError(f"unknown item field(s) {unknown}; the run's are {fields}")
+        rows = table.to_pylist()
+        seen: set[str] = set()
+        for line, row in enumerate(rows, 1):
+            if row["item_id"] is None or str(row["item_id"]) == "":
+                raise PipelineError(f"new item {line}: empty item_id")
+            sid = row["item_id"] = str(row["item_id"])
+            if sid in seen:
+                raise PipelineError(f"new item {line}: item_id {sid!r} given twice")
+            if sid in self._item_index:
+                raise PipelineError(f"new item {line}: item_id {sid!r} is already in the run")
+            seen.add(sid)
+        if not rows:
+            raise PipelineError("no new items given")
+        return rows
+
+    def _item_rows(self, table: pa.Table, first: int) -> pa.Table:
+        """``table`` in the run's ``items`` schema, item ids from ``first`` on."""
+        n = table.num_rows
+        cols = {}
+        for f in self.items.schema:
+            if f.name == "item_id":
+                cols[f.name] = pa.array(np.arange(first, first + n), f.type)
+            elif f.name == "source_id":
+                cols[f.name] = table["item_id"].cast(pa.string()).cast(f.type)
+            elif f.name == "held_out":
+                cols[f.name] = pa.array([False] * n, f.type)
+            elif f.name in table.column_names:
+                cols[f.name] = table[f.name].cast(f.type)
+            else:
+                cols[f.name] = pa.nulls(n, f.type)
+        return pa.table(cols, schema=self.items.schema)
 
     def _titles(self, ids: np.ndarray) -> list[str | None]:
         if "title" not in self.items.column_names:

@@ -15,6 +15,10 @@ Input errors are 4xx with a message naming what is wrong, never a 500:
   ``explain`` on a SASRec run (it has no heads).
 - 404: an unknown user.
 
+``POST /items`` adds items unseen in training to the served model (text-pathway runs:
+``Run.add_items``), each embedded from its text; the stored run is not changed. A bad item (no
+``item_id``, a duplicate or known id, an unknown field, no text) is a 422 and adds nothing.
+
 Every 422 has FastAPI's shape, ``{"detail": [{"loc": [...], "msg": "...", "type": ...}]}``.
 """
 
@@ -89,6 +93,25 @@ class Recommendations(BaseModel):
     heads: list[HeadRouting] | None = Field(None, description="explain: gate and router")
 
 
+class NewItems(BaseModel):
+    """Items to add: each an object with ``item_id`` (its source id) and item fields."""
+
+    items: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=100_000,
+        description="one object per item: item_id and any of the run's item fields (title, "
+        "brand, categories, …), rendered by the run's encode template",
+        examples=[[{"item_id": "new-1", "title": "rose water facial toner"}]],
+    )
+
+
+class AddedItems(BaseModel):
+    run_id: str
+    added: list[str] = Field(description="the source ids added, in order")
+    items: int = Field(description="items the model ranks now")
+    seconds: float = Field(description="time to encode, embed and lay out the new items")
+
+
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     run_id: str
@@ -156,6 +179,32 @@ class Recommender:
                 run.explain(np.zeros(2, np.int64), np.ones(1, np.int64), np.ones((1, 1), np.int64))
             except PipelineError as exc:
                 self.no_explain = str(exc)
+
+    def add_items(self, items: list[dict[str, Any]]) -> AddedItems:
+        """``Run.add_items``, then E^T, ids and titles laid out again for the new catalogue."""
+        import time
+
+        import pyarrow as pa
+
+        start = time.perf_counter()
+        try:
+            added = self.run.add_items(pa.Table.from_pylist(items))
+        except (PipelineError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise InvalidInput(("body", "items"), str(exc)) from None
+        with torch.inference_mode():
+            Et = item_table_t(self.model)
+        names = self.run.items.column_names
+        titles = self.run.items["title"].to_pylist() if "title" in names else None
+        self.src, self.Et = self.run.source_ids, Et
+        self.titles = titles or [None] * len(self.src)
+        self.num_items = self.model.num_items
+        self.max_k = min(MAX_K, self.num_items)
+        return AddedItems(
+            run_id=self.run.run_id,
+            added=added["source_id"].to_pylist(),
+            items=self.num_items,
+            seconds=time.perf_counter() - start,
+        )
 
     def item_ids(self, items: list[str | int]) -> np.ndarray:
         try:
@@ -305,6 +354,15 @@ def create_app(run: Run, *, mode: Mode = "serial", threads: int | None = 1) -> F
     def sequence_recommendations(body: SequenceRequest) -> Recommendations:
         rec.check(body.k, body.explain, "body")
         return rec.answer(rec.item_ids(body.items), body.k, body.explain)
+
+    @app.post(
+        "/items",
+        summary="add items unseen in training, embedded from their text (text-pathway runs)",
+        status_code=201,
+    )
+    @handler
+    def add_items(body: NewItems) -> AddedItems:
+        return rec.add_items(body.items)
 
     return app
 
