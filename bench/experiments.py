@@ -322,6 +322,7 @@ def report(path: Path = REPO / "RESULTS.md") -> Path:
         for base, other in spec.meta.get("paired", []):
             out += paired(done, label_of, base, other)
         out += targets_section(done, label_of, spec.meta.get("targets", []))
+        out += groups_section(done, label_of, variants, spec.meta.get("groups", []))
         out += facet_section(done) + stage_times(done)
         if missing:
             out += [
@@ -341,33 +342,91 @@ def report(path: Path = REPO / "RESULTS.md") -> Path:
     return path
 
 
+GROUPING_TITLES = {
+    "target": "cold (held out of training) and warm targets",
+    "target_popularity": "the target item's training interactions",
+    "history_length": "the length of the user's input history",
+}
+
+
+def groups_section(
+    done: list[dict], label_of: dict, variants: list[str], groupings: list[str]
+) -> list[str]:
+    """Test NDCG@10 (``exclude_history``) per group of users, mean over seeds, for each of the
+    suite's ``[meta] groups``; records written before grouped metrics existed have none."""
+    out = []
+    for grouping in groupings:
+        cells: dict[str, dict[str, list[float]]] = {}
+        users: dict[str, int] = {}
+        for r in done:
+            groups = r.get("groups", {}).get("exclude_history", {}).get("test", {}).get(grouping)
+            for g, row in (groups or {}).items():
+                cells.setdefault(label_of[r["name"]], {}).setdefault(g, []).append(row["ndcg@10"])
+                users[g] = row["users"]
+        if not cells:
+            continue
+        names = list(users)
+        out += [
+            f"Test NDCG@10 (`exclude_history`) by {GROUPING_TITLES.get(grouping, grouping)}, "
+            "mean over seeds (users per group in the header):",
+            "",
+            "| variant | n | " + " | ".join(f"{g} ({users[g]:,})" for g in names) + " |",
+            "|---|---:|" + "---:|" * len(names),
+        ]
+        for v in variants:
+            if v in cells:
+                n = max(len(x) for x in cells[v].values())
+                row = [
+                    f"{statistics.mean(cells[v][g]):.4f}" if g in cells[v] else "–" for g in names
+                ]
+                out.append(f"| {v} | {n} | " + " | ".join(row) + " |")
+        out.append("")
+    return out
+
+
 def targets_section(done: list[dict], label_of: dict, targets: list[dict]) -> list[str]:
     """Each ``[meta] targets`` entry checked on the mean test NDCG@10 under the default protocol:
     ``over`` + ``gain`` (relative to another variant's mean) or ``at_least`` (a published figure,
     named by ``source``). Said as met or not from the records, so the verdict cannot go stale."""
 
-    def mean(label: str) -> tuple[float, int] | None:
-        xs = [
-            r["metrics"]["exclude_history"]["test"]["ndcg@10"]
-            for r in done
-            if label_of[r["name"]] == label
-        ]
+    def value_of(r: dict, group: list[str] | None) -> float | None:
+        if not group:
+            return r["metrics"]["exclude_history"]["test"]["ndcg@10"]
+        groups = r.get("groups", {}).get("exclude_history", {}).get("test", {})
+        cell = groups.get(group[0], {}).get(group[1])
+        return None if cell is None else cell["ndcg@10"]
+
+    def mean(label: str, group: list[str] | None = None) -> tuple[float, int] | None:
+        xs = [value_of(r, group) for r in done if label_of[r["name"]] == label]
+        xs = [x for x in xs if x is not None]
         return (statistics.mean(xs), len(xs)) if xs else None
 
     lines = []
     for t in targets:
-        got = mean(t["variant"])
+        group = t.get("group")  # [grouping, group]: the target on that group's users only
+        got = mean(t["variant"], group)
         if got is None:
             continue
         value, n = got
-        if "over" in t:
-            base = mean(t["over"])
+        on = f" on {group[1]} targets" if group else ""
+        if "over" in t and "ratio" in t:
+            base = mean(t["over"], group)
+            if base is None:
+                continue
+            ratio = value / base[0] if base[0] > 0 else float("inf")
+            met = ratio >= t["ratio"]
+            what = (
+                f"{t['variant']}{on} {value:.4f} vs {t['over']} {base[0]:.4f}: {ratio:.2f}× "
+                f"(target ≥ {t['ratio']}×)"
+            )
+        elif "over" in t:
+            base = mean(t["over"], group)
             if base is None:
                 continue
             rel = value / base[0] - 1
             met = rel >= t["gain"]
             what = (
-                f"{t['variant']} {value:.4f} vs {t['over']} {base[0]:.4f}: {rel:+.1%} "
+                f"{t['variant']}{on} {value:.4f} vs {t['over']} {base[0]:.4f}: {rel:+.1%} "
                 f"(target ≥ +{t['gain']:.0%})"
             )
         else:

@@ -11,6 +11,13 @@ hits them alike; a setting gets at most 15 s per cell (the slow ones answer fewe
 
     python bench/serve.py                 # the full matrix (~7 min on 2 cores, +8 to build)
     python bench/serve.py --quick         # fewer requests; no thread pool with 2 threads
+    python bench/serve.py --add-items RUN --artifacts artifacts   # new items on a text run
+
+``--add-items RUN``: a trained text-pathway run (``model.item_repr = "text"``, e.g. Beauty's
+from the beauty-pathway suite) served as ``fame serve-model`` does (serial, 1 thread): p50/p99
+of one max_len request before, the time of one ``POST /items`` of 1,000 new items (copies of
+existing items' fields under new ids, with their titles changed so that each is encoded anew),
+then p50/p99 again with the new items in the requests -> serve_add_items.json.
 
 The client shares the machine with the server: on 2 cores its own CPU time is part of what a
 request waits for, so the figures are an upper bound on the server's latency.
@@ -209,6 +216,57 @@ def measure(
     return out
 
 
+def add_items_bench(run_id: str, artifacts: Path, n_new: int = 1000, n_req: int = 400) -> None:
+    """The ``--add-items`` figures of a text-pathway run (module docstring)."""
+    from pipeline import api
+
+    run = api.open_run(run_id, artifacts=artifacts)
+    if run.config.model.item_repr != "text":
+        raise SystemExit(f"run {run_id} has model.item_repr = {run.config.model.item_repr!r}")
+    rng = np.random.default_rng(0)
+    fields = [c for c in run.items.column_names if c not in ("item_id", "source_id", "held_out")]
+    rows = run.items.take(rng.choice(run.items.num_rows, n_new, replace=False)).select(fields)
+    new = []
+    for i, row in enumerate(rows.to_pylist()):
+        title = row.get("title") or ""
+        new.append({**row, "item_id": f"new-{i}", "title": f"{title} (new edition {i})"})
+    items = run.items["source_id"].cast("string").to_pylist()
+    length = run.config.model.max_len
+    proc, url = start_server(run.run_id, artifacts, "serial", 1)
+    try:
+        before = measure([url], items, length, False, 1, n_req, 1, 60.0)[0]
+        t = time.perf_counter()
+        r = httpx.post(url + "/items", json={"items": new}, timeout=600)
+        post_s = time.perf_counter() - t
+        if r.status_code != 201:
+            raise RuntimeError(f"{r.status_code}: {r.text[:300]}")
+        with_new = items + [x["item_id"] for x in new]
+        after = measure([url], with_new, length, False, 1, n_req, 1, 60.0)[0]
+        explained = measure([url], with_new, length, True, 1, n_req // 2, 1, 60.0)[0]
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    out = {
+        "run_id": run.run_id,
+        "dataset": run.config.data.name,
+        "model": run.config.model.name,
+        "item_repr": run.config.model.item_repr,
+        "items_before": len(items),
+        "items_added": n_new,
+        "post_items_seconds": round(post_s, 3),
+        "server_seconds": r.json()["seconds"],
+        "before": before,
+        "after": after,
+        "after_explain": explained,
+        "served": {"mode": "serial", "threads": 1},
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "note": "client and server share the machine; one request = max_len items, k = 10",
+    }
+    print(json.dumps(out, indent=2))
+    write_json("serve_add_items.json", out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -216,9 +274,13 @@ def main() -> None:
     )
     parser.add_argument("--quick", action="store_true", help="fewer requests and settings")
     parser.add_argument("--sizes", default=",".join(SIZES), help="comma-separated: beauty,ml-20m")
+    parser.add_argument("--add-items", metavar="RUN", help="time adding 1,000 items to RUN")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the servers on a kill too
     artifacts = args.artifacts.resolve()
+    if args.add_items:
+        add_items_bench(args.add_items, artifacts)
+        return
     # requests per cell and server, interleaved rounds, seconds a server may spend on a cell
     n1, n16, rounds, budget = (150, 400, 3, 4.0) if args.quick else (600, 1600, 8, 15.0)
     settings = QUICK_SETTINGS if args.quick else SETTINGS

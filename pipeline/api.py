@@ -433,7 +433,6 @@ class Run:
 
         import torch
 
-        from pretrain.encoder import TextEncoder
         from pretrain.text import render_texts
 
         start = time.perf_counter()
@@ -452,8 +451,7 @@ class Run:
                 f"item(s) {empty[:5]}: no text for the template {self.config.encode.template!r} "
                 "(its fields are empty): a new item is known by its text alone"
             )
-        enc = self.config.encode
-        encoder = TextEncoder(enc.model, enc.device, enc.batch_size, enc.max_length)
+        encoder = self.text_encoder
         vectors = encoder.encode(texts, progress=False)
         self.model.add_items(torch.from_numpy(vectors))
         first = len(self.source_ids) + 1
@@ -475,6 +473,14 @@ class Run:
             },
         )
         return added
+
+    @cached_property
+    def text_encoder(self):
+        """The run's encoder (``[encode]``), loaded once: what embeds added items' texts."""
+        from pretrain.encoder import TextEncoder
+
+        enc = self.config.encode
+        return TextEncoder(enc.model, enc.device, enc.batch_size, enc.max_length)
 
     def _checked_new_items(self, table: pa.Table) -> list[dict[str, Any]]:
         """The rows of ``table`` with string ids, or the named error of the first bad input."""

@@ -25,6 +25,7 @@ Every 422 has FastAPI's shape, ``{"detail": [{"loc": [...], "msg": "...", "type"
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -187,10 +188,14 @@ class Recommender:
         import pyarrow as pa
 
         start = time.perf_counter()
+        threads = torch.get_num_threads()
+        torch.set_num_threads(os.cpu_count() or 1)  # encoding is batch work: every core
         try:
             added = self.run.add_items(pa.Table.from_pylist(items))
         except (PipelineError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise InvalidInput(("body", "items"), str(exc)) from None
+        finally:
+            torch.set_num_threads(threads)
         with torch.inference_mode():
             Et = item_table_t(self.model)
         names = self.run.items.column_names
@@ -276,6 +281,8 @@ class Recommender:
         allocator pools ready."""
         history = np.arange(1, min(self.max_len, self.num_items) + 1, dtype=np.int64)
         self.answer(history, min(10, self.num_items), explain=self.fame)
+        if self.run.config.model.item_repr == "text":  # POST /items finds the encoder loaded
+            self.run.text_encoder.encode(["warm"], progress=False)
 
 
 # -- the app ----------------------------------------------------------------------------------
