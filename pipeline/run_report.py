@@ -319,6 +319,61 @@ def _table(header: Sequence[str], rows: Sequence[str], cls: str, num_from: int =
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
+GROUPING_TITLES = {
+    "target": "target: cold (held out of training) / warm",
+    "target_popularity": "target item's training interactions",
+    "history_length": "input history length",
+}
+
+
+def groups_figure(rows: list[dict], protocol: str) -> go.Figure:
+    """Test NDCG@10 per group of users, one panel per grouping (``group_metrics``), bars
+    labelled with their users: where the model earns its metric, head or tail."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    keep = [
+        r
+        for r in rows
+        if r["split"] == "test" and r["protocol"] == protocol and r["metric"] == "ndcg"
+        and r["k"] == 10
+    ]  # fmt: skip
+    groupings = [g for g in GROUPING_TITLES if any(r["grouping"] == g for r in keep)]
+    titles = [GROUPING_TITLES[g] for g in groupings]
+    fig = make_subplots(rows=1, cols=len(groupings), subplot_titles=titles, shared_yaxes=True)
+    for c, grouping in enumerate(groupings, 1):
+        part = sorted(
+            (r for r in keep if r["grouping"] == grouping), key=lambda r: r["group_order"]
+        )
+        fig.add_trace(
+            go.Bar(
+                x=[r["group"] for r in part],
+                y=[r["value"] for r in part],
+                text=[f"{r['users']:,} users" for r in part],
+                name=grouping,
+                showlegend=False,
+                meta={"grouping": grouping},
+            ),
+            row=1,
+            col=c,
+        )
+    fig.update_yaxes(title_text=f"test NDCG@10 ({protocol})", row=1, col=1)
+    return _layout(fig, height=340)
+
+
+def groups_html(run: Run) -> str | None:
+    table = _optional_table(run, "evaluate", "group_metrics")
+    if table is None or not table.num_rows:
+        return None
+    fig = groups_figure(table.to_pylist(), run.config.evaluate.primary)
+    return figure_html(fig, f"groups-{run.run_id}") + (
+        '<p class="note">The same users as the metrics table, split by the test item\'s '
+        "popularity in training, by how long their input history is and (cold-start protocol, "
+        "<code>data.cold_items</code>) by whether the test item was held out of training. "
+        'All rows: <code>fame sql "select * from group_metrics"</code>.</p>'
+    )
+
+
 def figure_html(fig: go.Figure, div_id: str) -> str:
     """The figure's div and its JSON (``</`` escaped, so no string can close the script)."""
     payload = fig.to_json().replace("</", "<\\/")
@@ -505,6 +560,8 @@ def run_section(run: Run) -> str:
         "<h3>Gate and router over the test users</h3>",
         routing_html(run, routing(run)),
     ]
+    if (groups := groups_html(run)) is not None:
+        parts += ["<h3>Metrics by group of users</h3>", groups]
     if (facets := facet_html(run)) is not None:
         parts += ["<h3>Facet pre-training report</h3>", facets]
     if (aligned := alignment_html(run)) is not None:

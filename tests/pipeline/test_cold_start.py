@@ -111,3 +111,26 @@ def test_sasrec_text_pathway_over_the_pca_projection(tmp_path):
 def test_a_pathway_without_a_projector_source_is_a_config_error():
     with pytest.raises(ValueError, match="init.method = 'text' or 'facet_pretrain'"):
         load_config("synthetic", {"model.item_repr": "text", "init.method": "random"})
+
+
+def test_the_run_report_plots_the_groups(cold_run, tmp_path):
+    import json
+    import re
+
+    from pipeline import api
+    from pipeline.run_report import write_report
+
+    run = api.open_run(cold_run.run_id, artifacts=cold_run.config.artifacts_dir())
+    html = write_report([run], tmp_path / "r.html").read_text()
+    m = re.search(rf'id="groups-{run.run_id}-data" data-target="[^"]+">(.*?)</script>', html)
+    assert m, "no groups figure in the report"
+    fig = json.loads(m.group(1).replace("<\\/", "</"))
+    by = {t["meta"]["grouping"]: t for t in fig["data"]}
+    assert set(by) == {"target", "target_popularity", "history_length"}
+    assert by["target"]["x"] == ["warm", "cold"]
+    _, rows = query(
+        cold_run.config.artifacts_dir(),
+        """select value from group_metrics where grouping = 'target' and split = 'test'
+           and protocol = 'exclude_history' and metric = 'ndcg' and k = 10 order by group_order""",
+    )
+    assert by["target"]["y"] == pytest.approx([r[0] for r in rows])
