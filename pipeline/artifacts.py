@@ -89,6 +89,8 @@ def text_projector(pretrain: Artifact) -> tuple[TextSpec, dict, float]:
     from fame.item_repr import TextSpec
 
     meta = pretrain.file(PROJECTOR_META)
+    if not meta.is_file() and (why := pretrain.manifest.get("no_projector")):
+        raise PipelineError(f"pretrain artifact {pretrain.key} has no projector: {why}")
     if not meta.is_file():
         raise PipelineError(
             f"pretrain artifact {pretrain.key} holds no projector (written before the text "

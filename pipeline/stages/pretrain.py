@@ -144,17 +144,25 @@ def _text_projection(
     from pretrain.train import plain_projection, project, table_scale, text_projector
 
     d, std = cfg.model.d, cfg.model.init_std
-    # the axes from the items training may see (all of them but under the cold-start protocol)
-    phi = text_projector(text[fit], d, cfg.pretrain.hidden, cfg.train.seed)
-    scale = table_scale(project(phi, text[fit]), std)
+    meta: dict = {"method": "text"}
+    try:  # the axes from the items training may see (all but under the cold-start protocol)
+        phi = text_projector(text[fit], d, cfg.pretrain.hidden, cfg.train.seed)
+    except ValueError as exc:  # fewer principal axes than d: the table pads, no pathway
+        if not fit.all():
+            raise PipelineError(str(exc)) from None
+        phi, meta["no_projector"] = None, str(exc)
+    files = None
     if fit.all():  # the table exactly as it always was
         vec = plain_projection(text, d, std, cfg.train.seed)
     else:
-        vec = project(phi, text)[:, 0] * scale
-    spec = {"facets": 1, "hidden": cfg.pretrain.hidden, "base": True, "normalize": False}
-    files = _projector_files(phi, text.shape[1], spec, scale)
+        vec = project(phi, text)[:, 0] * table_scale(project(phi, text[fit]), std)
+    if phi is not None:
+        spec = {"facets": 1, "hidden": cfg.pretrain.hidden, "base": True, "normalize": False}
+        files = _projector_files(
+            phi, text.shape[1], spec, table_scale(project(phi, text[fit]), std)
+        )
     table = pa.table({"item_id": pa.array(ids, pa.int64()), "vector": to_column(vec)})
-    return StageOutput(tables={"item_embeddings": table}, files=files, meta={"method": "text"})
+    return StageOutput(tables={"item_embeddings": table}, files=files, meta=meta)
 
 
 def _projector_files(projector, dim: int, spec: dict, scale: float):

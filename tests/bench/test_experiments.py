@@ -80,7 +80,40 @@ def test_targets_name_variants_of_their_suite(bench):
         labels = {v.label for v in spec.variants}
         for target in spec.meta.get("targets", []):
             assert {target["variant"], target.get("over", target["variant"])} <= labels, suite
-            assert ("over" in target) == ("gain" in target) != ("at_least" in target), target
+            judged = "gain" in target or "ratio" in target
+            assert ("over" in target) == judged != ("at_least" in target), target
+            if "group" in target:  # [grouping, group] of the suite's grouped metrics
+                assert target["group"][0] in spec.meta.get("groups", []), target
+
+
+def _grouped(name: str, cold: float, warm: float) -> dict:
+    groups = {
+        "target": {"warm": {"users": 90, "ndcg@10": warm}, "cold": {"users": 10, "ndcg@10": cold}}
+    }
+    return {
+        "name": name,
+        "metrics": {"exclude_history": {"test": {"ndcg@10": 0.9 * warm + 0.1 * cold}}},
+        "groups": {"exclude_history": {"test": groups}},
+    }
+
+
+def test_group_targets_and_tables_read_the_records_groups(bench):
+    done = [_grouped("a1", 0.010, 0.06), _grouped("a2", 0.014, 0.06), _grouped("b1", 0.020, 0.05)]
+    label_of = {"a1": "A", "a2": "A", "b1": "B"}
+    targets = [
+        {"variant": "B", "over": "A", "ratio": 1.5, "group": ["target", "cold"]},  # 0.020/0.012
+        {"variant": "B", "over": "A", "ratio": 2.0, "group": ["target", "cold"]},
+        {"variant": "B", "over": "A", "gain": 0.0},  # overall: 0.047 vs 0.0552
+    ]
+    lines = [x for x in bench.targets_section(done, label_of, targets) if x.startswith("- ")]
+    assert lines == [
+        "- B on cold targets 0.0200 vs A 0.0120: 1.67× (target ≥ 1.5×), n = 1: **met**",
+        "- B on cold targets 0.0200 vs A 0.0120: 1.67× (target ≥ 2.0×), n = 1: **not met**",
+        "- B 0.0470 vs A 0.0552: -14.9% (target ≥ +0%), n = 1: **not met**",
+    ]
+    table = bench.groups_section(done, label_of, ["A", "B"], ["target"])
+    assert "| variant | n | warm (90) | cold (10) |" in table
+    assert "| A | 2 | 0.0600 | 0.0120 |" in table and "| B | 1 | 0.0500 | 0.0200 |" in table
 
 
 def _record(name: str, ndcg: float) -> dict:
@@ -167,7 +200,13 @@ def test_a_suite_run_writes_records_of_the_old_shape_under_their_names(
 
     rec = json.loads((tmp_path / "runs" / "tiny-fame-s1.json").read_text())
     old = json.loads((REPO / "bench/results/runs/sports-text-sasrec-text-s1.json").read_text())
-    assert rec.keys() == old.keys() - {"reused_from"}
+    # the old shape, plus the metrics by group of users that records carry since
+    assert rec.keys() == old.keys() - {"reused_from"} | {"groups"}
+    pop = rec["groups"]["exclude_history"]["test"]["target_popularity"]
+    mean = sum(g["users"] * g["ndcg@10"] for g in pop.values()) / sum(
+        g["users"] for g in pop.values()
+    )
+    assert mean == pytest.approx(rec["metrics"]["exclude_history"]["test"]["ndcg@10"])
     assert rec["metrics"].keys() == old["metrics"].keys()  # protocols, then splits and metrics
     assert (
         rec["metrics"]["keep_history"]["valid"].keys()
