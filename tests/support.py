@@ -137,3 +137,46 @@ def dead_pid() -> int:
         check=True,
     )
     return int(proc.stdout)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_model(run_id: str, root: Path, log: Path) -> Iterator[tuple[str, int]]:
+    """The console script's ``fame serve-model --run ID`` in its own process, until the block
+    ends: (url, port) once /health answers; a start that fails raises with the server's log."""
+    import time
+
+    import httpx
+
+    port = free_port()
+    fame = Path(sys.executable).with_name("fame")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(fame), "serve-model", "--run", run_id, "--artifacts", str(root),
+             "--port", str(port)],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"fame serve-model exited: {log.read_text()}")
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        else:
+            raise RuntimeError(f"fame serve-model did not start: {log.read_text()}")
+        yield url, port
+    finally:
+        proc.terminate()
+        proc.wait(30)

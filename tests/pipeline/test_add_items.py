@@ -4,17 +4,13 @@ the new items are recommended with facet-named explanations, the stored run does
 the addition is recorded, and bad input is a named error that adds nothing."""
 
 import hashlib
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 import torch
+from support import serve_model
 
 from pipeline import api
 from pipeline.errors import PipelineError
@@ -107,32 +103,8 @@ def test_a_free_table_run_cannot_add_items(root, run_id):
         run.add_items(_new_items(run))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_serve_model_adds_items_over_http(run_id, root, tmp_path):
-    port = _free_port()
-    fame = Path(sys.executable).with_name("fame")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with (tmp_path / "server.log").open("w") as out:
-        proc = subprocess.Popen(
-            [str(fame), "serve-model", "--run", run_id, "--artifacts", str(root),
-             "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        else:
-            pytest.fail((tmp_path / "server.log").read_text())
+    with serve_model(run_id, root, tmp_path / "server.log") as (url, _port):
         n = httpx.get(f"{url}/health").json()["items"]
         run = api.open_run(run_id, artifacts=root)
         body = {"items": _new_items(run).to_dict(orient="records")}
@@ -151,6 +123,3 @@ def test_serve_model_adds_items_over_http(run_id, root, tmp_path):
         parts = got["new-1"]["contributions"]
         assert set(parts) == {f.name for f in run.config.facets}
         assert sum(parts.values()) == pytest.approx(got["new-1"]["score"], rel=1e-4, abs=1e-5)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)

@@ -2,17 +2,13 @@
 ``fame serve-model`` over HTTP answers as the Python API does and binds the loopback address;
 every bad input is the documented 4xx, never a 500."""
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from support import serve_model
 
 from pipeline import api
 from pipeline.service import MAX_SEQUENCE, create_app
@@ -37,41 +33,12 @@ def sasrec_run(root, fame_run):  # after fame_run: shares its ingest artifacts
     return api.run("synthetic", overrides, progress=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(fame_run, root, tmp_path_factory):
     """The console script's ``fame serve-model --run ID`` in its own process: (url, port)."""
-    port = _free_port()
-    fame = Path(sys.executable).with_name("fame")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     log = tmp_path_factory.mktemp("server") / "server.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [str(fame), "serve-model", "--run", fame_run.run_id, "--artifacts", str(root),
-             "--port", str(port)],
-            env=env, stdout=out, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(300):
-            if proc.poll() is not None:
-                pytest.fail(f"fame serve-model exited: {log.read_text()}")
-            try:
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"fame serve-model did not start: {log.read_text()}")
-        yield url, port
-    finally:
-        proc.terminate()
-        proc.wait(30)
+    with serve_model(fame_run.run_id, root, log) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
