@@ -342,18 +342,13 @@ def report(path: Path = REPO / "RESULTS.md") -> Path:
     return path
 
 
-GROUPING_TITLES = {
-    "target": "cold (held out of training) and warm targets",
-    "target_popularity": "the target item's training interactions",
-    "history_length": "the length of the user's input history",
-}
-
-
 def groups_section(
     done: list[dict], label_of: dict, variants: list[str], groupings: list[str]
 ) -> list[str]:
     """Test NDCG@10 (``exclude_history``) per group of users, mean over seeds, for each of the
     suite's ``[meta] groups``; records written before grouped metrics existed have none."""
+    from pipeline.stages.evaluate import GROUPING_TITLES
+
     out = []
     for grouping in groupings:
         cells: dict[str, dict[str, list[float]]] = {}

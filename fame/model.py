@@ -22,7 +22,6 @@ class SeqRecModel(nn.Module):
         super().__init__()
         self.cfg, self.num_items = cfg, num_items
         d, H = cfg.d, cfg.heads
-        self.text_spec = text if cfg.item_repr == "text" else None
         if cfg.item_repr == "text":
             if text is None:
                 raise ValueError("model.item_repr = 'text' needs the text projector's TextSpec")
@@ -74,6 +73,11 @@ class SeqRecModel(nn.Module):
         c = float(H) if self.cfg.facet_scale == "heads" else 1.0
         blocks = c * torch.eye(H)[:, :, None, None] * torch.eye(dh)  # (H, H, d', d'): cI on h = h'
         self.facet_proj.copy_(blocks.reshape(H, H * dh, dh))
+
+    @property
+    def text_spec(self) -> TextSpec | None:
+        """The text pathway's projector shapes (what a checkpoint needs to rebuild it), or None."""
+        return None if self.item_emb is not None else self.text_items.spec
 
     def item_embeddings(self) -> torch.Tensor:
         """E: (num_items + 1, d), row 0 is padding and zero."""

@@ -339,7 +339,7 @@ def _fit_locked(
         table = model.item_emb
         if freeze_item_epochs and table is not None and any(p is table.weight for p in params):
             # no grad -> AdamW leaves E, its moments and its weight decay untouched this epoch
-            model.item_emb.weight.requires_grad_(epoch > freeze_item_epochs)
+            table.weight.requires_grad_(epoch > freeze_item_epochs)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch}", disable=not progress, dynamic_ncols=True)
         net = shard.wrap(model) if shard is not None else model  # DDP over what trains now
         loss = train_epoch(

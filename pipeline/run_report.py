@@ -29,6 +29,7 @@ import typer
 
 from pipeline.errors import PipelineError
 from pipeline.report import FAMILY_ORDER
+from pipeline.stages.evaluate import GROUPING_TITLES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -317,13 +318,6 @@ def _table(header: Sequence[str], rows: Sequence[str], cls: str, num_from: int =
     )
     body = "".join(f"<tr>{r}</tr>" for r in rows)
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
-
-
-GROUPING_TITLES = {
-    "target": "target: cold (held out of training) / warm",
-    "target_popularity": "target item's training interactions",
-    "history_length": "input history length",
-}
 
 
 def groups_figure(rows: list[dict], protocol: str) -> go.Figure:

@@ -250,10 +250,9 @@ def hold_out_items(
     train = sequences["train_items"].combine_chunks()
     flat = train.flatten().to_numpy()
     keep = ~held[flat]
-    lengths = pc.list_value_length(train).to_numpy(zero_copy_only=False).astype(np.int64)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    new_len = np.bincount(rows[keep], minlength=len(lengths))
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    rows = pc.list_parent_indices(train).to_numpy()
+    new_len = np.bincount(rows[keep], minlength=len(train))
+    offsets = np.zeros(len(train) + 1, dtype=np.int32)
     np.cumsum(new_len, out=offsets[1:])
     kept_train = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat[keep], pa.int64()))
     out = sequences.set_column(

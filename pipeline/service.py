@@ -165,21 +165,27 @@ class Recommender:
         self.model = run.model.eval()
         self.fame = run.config.model.name == "fame"
         self.max_len = run.config.model.max_len
-        self.num_items = self.model.num_items
-        self.max_k = min(MAX_K, self.num_items)
         self.protocol = run.config.evaluate.primary
         self.heads = run.head_names if self.fame else []
-        with torch.inference_mode():
-            self.Et = item_table_t(self.model)  # (d, |V|+1), laid out once
-        self.src = run.source_ids  # entry i - 1 = item_id i
-        names = run.items.column_names
-        self.titles = run.items["title"].to_pylist() if "title" in names else [None] * len(self.src)
+        self._lay_out()
         self.no_explain = ""  # the API's own reason, said again on explain=true
         if not self.fame:
             try:
                 run.explain(np.zeros(2, np.int64), np.ones(1, np.int64), np.ones((1, 1), np.int64))
             except PipelineError as exc:
                 self.no_explain = str(exc)
+
+    def _lay_out(self) -> None:
+        """E^T (d, |V|+1), source ids and titles of the catalogue as it is now: once at start,
+        again after items are added."""
+        with torch.inference_mode():
+            self.Et = item_table_t(self.model)
+        self.src = self.run.source_ids  # entry i - 1 = item_id i
+        items = self.run.items
+        has_title = "title" in items.column_names
+        self.titles = items["title"].to_pylist() if has_title else [None] * len(self.src)
+        self.num_items = self.model.num_items
+        self.max_k = min(MAX_K, self.num_items)
 
     def add_items(self, items: list[dict[str, Any]]) -> AddedItems:
         """``Run.add_items``, then E^T, ids and titles laid out again for the new catalogue."""
@@ -196,14 +202,7 @@ class Recommender:
             raise InvalidInput(("body", "items"), str(exc)) from None
         finally:
             torch.set_num_threads(threads)
-        with torch.inference_mode():
-            Et = item_table_t(self.model)
-        names = self.run.items.column_names
-        titles = self.run.items["title"].to_pylist() if "title" in names else None
-        self.src, self.Et = self.run.source_ids, Et
-        self.titles = titles or [None] * len(self.src)
-        self.num_items = self.model.num_items
-        self.max_k = min(MAX_K, self.num_items)
+        self._lay_out()
         return AddedItems(
             run_id=self.run.run_id,
             added=added["source_id"].to_pylist(),

@@ -140,10 +140,9 @@ def pretrain_facets(
                     facet=facets[0] if len(facets) == 1 else "all", loss=f"{losses[-1][1]:.3f}"
                 )
     model.eval()
-    with torch.no_grad():
-        z = torch.cat([model(x[s : s + 4096]) for s in range(0, len(x), 4096)])
+    z = project(model, text_emb)
     return PretrainResult(
-        z=z.float().cpu().numpy(),
+        z=z,
         losses=losses,
         seconds=time.perf_counter() - start,
         projector=model.cpu(),
@@ -152,9 +151,12 @@ def pretrain_facets(
 
 @torch.no_grad()
 def project(projector: FacetProjector, text_emb: np.ndarray) -> np.ndarray:
-    """φ(t) of every row: (n, D) -> (n, H, d') float32, 4096 rows at a time."""
-    x = torch.from_numpy(np.ascontiguousarray(text_emb, dtype=np.float32))
-    return torch.cat([projector(x[s : s + 4096]) for s in range(0, len(x), 4096)]).numpy()
+    """φ(t) of every row: (n, D) -> (n, H, d') float32, 4096 rows at a time, on the
+    projector's device."""
+    device = next(projector.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(text_emb, dtype=np.float32)).to(device)
+    z = torch.cat([projector(x[s : s + 4096]) for s in range(0, len(x), 4096)])
+    return z.float().cpu().numpy()
 
 
 def table_scale(z: np.ndarray, std: float) -> float:

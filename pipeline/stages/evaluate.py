@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 NAME = "evaluate"
 VERSION = "1"
 SUMMARY = "Full-ranking evaluation of the trained model (valid and test)."
-# alignment: FAME only; group_metrics: the metrics again per group of users (GROUPINGS)
+# alignment: FAME only; group_metrics: the metrics again per group of users (GROUPING_TITLES)
 TABLES = {
     "metrics": RESULT,
     "rankings": RESULT,
@@ -41,6 +41,12 @@ TABLES = {
 # group edges [lo, hi) of the target item's training count and of the user's input history length
 POPULARITY_EDGES = (0, 1, 5, 20, 50)
 HISTORY_EDGES = (1, 5, 10, 20, 50)
+# the groupings of ``group_metrics``, in display order, and what each splits the users by
+GROUPING_TITLES = {
+    "target": "cold (held out of training) and warm targets",
+    "target_popularity": "the target item's training interactions",
+    "history_length": "the length of the user's input history",
+}
 
 
 def upstream(cfg: RunConfig) -> list[str]:

@@ -72,12 +72,16 @@ def missing_dataset(cfg: RunConfig, path: Path) -> PipelineError:
     )
 
 
+# data fields added after artifacts were first written: in the key only when set
+_COLD_DEFAULTS = {"cold_items": 0.0, "cold_seed": 0}
+
+
 def key_config(cfg: RunConfig) -> dict:
     """The data section plus each source file's name, size and mtime (not its directory);
     synthetic data: the data section and the generator version (the files follow from them)."""
     if cfg.data.format == "synthetic":
         section = {k: v for k, v in cfg.section("data").items() if k not in FILE_FIELDS}
-        section = drop_at_default(section, {"cold_items": 0.0, "cold_seed": 0})
+        section = drop_at_default(section, _COLD_DEFAULTS)
         return {"data": section, "generator": synth.VERSION}
     prints = []
     for path in source_files(cfg).values():
@@ -90,7 +94,7 @@ def key_config(cfg: RunConfig) -> dict:
             }
         )
     section = drop_at_default(
-        cfg.section("data"), {"item_text": None, "synth": None, "cold_items": 0.0, "cold_seed": 0}
+        cfg.section("data"), {"item_text": None, "synth": None, **_COLD_DEFAULTS}
     )
     section.pop("dir", None)
     return {"data": section, "files": prints}

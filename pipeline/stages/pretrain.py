@@ -106,7 +106,8 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     if not fit.all():
         result.z = project(result.projector, text)
     init = initial_embeddings(result.z, cfg.model.init_std)
-    spec = {"facets": len(names := [f.name for f in cfg.facets]), "hidden": cfg.pretrain.hidden}
+    names = [f.name for f in cfg.facets]
+    spec = {"facets": len(names), "hidden": cfg.pretrain.hidden}
     spec |= {"base": cfg.pretrain.start == "pca", "normalize": True}
     files = _projector_files(
         result.projector, text.shape[1], spec, table_scale(result.z, cfg.model.init_std)
@@ -152,15 +153,13 @@ def _text_projection(
             raise PipelineError(str(exc)) from None
         phi, meta["no_projector"] = None, str(exc)
     files = None
-    if fit.all():  # the table exactly as it always was
-        vec = plain_projection(text, d, std, cfg.train.seed)
-    else:
-        vec = project(phi, text)[:, 0] * table_scale(project(phi, text[fit]), std)
     if phi is not None:
+        proj = project(phi, text)[:, 0]  # (n, d)
+        scale = table_scale(proj[fit], std)
         spec = {"facets": 1, "hidden": cfg.pretrain.hidden, "base": True, "normalize": False}
-        files = _projector_files(
-            phi, text.shape[1], spec, table_scale(project(phi, text[fit]), std)
-        )
+        files = _projector_files(phi, text.shape[1], spec, scale)
+    # all items fit: the table exactly as it always was; cold-start: the held-out-free axes
+    vec = plain_projection(text, d, std, cfg.train.seed) if fit.all() else proj * scale
     table = pa.table({"item_id": pa.array(ids, pa.int64()), "vector": to_column(vec)})
     return StageOutput(tables={"item_embeddings": table}, files=files, meta=meta)
 
