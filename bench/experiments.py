@@ -1,5 +1,5 @@
 """Side-by-side experiments: each suite is a sweep definition, ``bench/sweeps/<suite>.toml``,
-run through ``pipeline.sweep`` as ``fame sweep`` runs it; each finished run's config and metrics
+run through ``studies.sweep`` as ``fame sweep`` runs it; each finished run's config and metrics
 -> bench/results/runs/<run name>.json, then RESULTS.md regenerated from those files (no
 hand-typed numbers).
 
@@ -31,7 +31,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, git_rev, machine, peak_rss_mb  # noqa: E402
 
-from pipeline.sweep import DONE, SweepSpec, grid_trials, load_sweep, run_sweep  # noqa: E402
+from studies.sweep import DONE, SweepSpec, grid_trials, load_sweep, run_sweep  # noqa: E402
 
 RUNS = RESULTS / "runs"
 REPO = Path(__file__).resolve().parents[1]

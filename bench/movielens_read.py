@@ -26,7 +26,7 @@ import json, sys, time
 from pathlib import Path
 from common import peak_rss_mb
 base = peak_rss_mb()
-from pipeline.readers import read_movielens
+from sources.readers import read_movielens
 t = time.perf_counter()
 raw = read_movielens(Path(sys.argv[1]), None)
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb(),

@@ -2,7 +2,7 @@
 
     python bench/pretrain_sweep.py [--config beauty] [--artifacts DIR]
 
-Issue 10 point 5 asks what temperature, steps, label balance, the §6.9 alternatives (PCA start,
+What temperature, steps, label balance, the §6.9 alternatives (PCA start,
 an information-keeping term) and the facet choice do. Training FAME takes minutes per setting;
 this sweep measures in seconds what each setting does to the initial table:
 

@@ -64,7 +64,7 @@ COMMON = {"model.d": 64, "train.epochs": 1, "init.method": "random"}
 SETTINGS = [("serial", 1), ("serial", 2), ("threads", 1), ("threads", 2)]  # (mode, threads)
 QUICK_SETTINGS = [("serial", 1), ("serial", 2), ("threads", 1)]
 SERVER = (
-    "import sys; from pipeline import api, service; "
+    "import sys; from app import api, service; "
     "service.serve(api.open_run(sys.argv[1], artifacts=sys.argv[2]), port=int(sys.argv[3]), "
     "mode=sys.argv[4], threads=int(sys.argv[5]))"
 )
@@ -73,7 +73,7 @@ SERVER = (
 def build(name: str, artifacts: Path) -> tuple[str, list[str]]:
     """(run id, source item ids) of a size: trained once, then found cached under
     ``artifacts``."""
-    from pipeline import api
+    from app import api
 
     run = api.run(
         "synthetic", {**SIZES[name], **COMMON, "paths.artifacts": str(artifacts)}, progress=False
@@ -218,7 +218,7 @@ def measure(
 
 def add_items_bench(run_id: str, artifacts: Path, n_new: int = 1000, n_req: int = 400) -> None:
     """The ``--add-items`` figures of a text-pathway run (module docstring)."""
-    from pipeline import api
+    from app import api
 
     run = api.open_run(run_id, artifacts=artifacts)
     if run.config.model.item_repr != "text":

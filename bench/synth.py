@@ -29,7 +29,7 @@ import json, sys, time
 from pathlib import Path
 from common import peak_rss_mb
 from pipeline.config import SynthConfig
-from pipeline.synth import generate
+from sources.synth import generate
 t = time.perf_counter()
 result = generate(SynthConfig(**json.loads(sys.argv[1])), Path(sys.argv[2]))
 print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss_mb": peak_rss_mb(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from fame.trainer import FitResult
 
 JOB, RESULT = "job.pt", "result.pt"
+JOIN_TIMEOUT_S = 900  # torchrun's wait for every rank to join the rendezvous
 
 
 def fit_distributed(
@@ -101,12 +103,26 @@ def launch(job: dict[str, Any], job_dir: Path, nproc: int) -> dict[str, Any]:
     (job_dir / RESULT).unlink(missing_ok=True)
     threads = max(1, (os.cpu_count() or 1) // nproc)
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    logs = job_dir / "logs"
+    shutil.rmtree(logs, ignore_errors=True)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    cmd += [f"--nproc_per_node={nproc}", "-m", "fame.distributed", str(job_dir)]
+    # a loaded machine may start the ranks minutes apart: wait for them, do not give up
+    cmd += [f"--nproc_per_node={nproc}", f"--rdzv-conf=join_timeout={JOIN_TIMEOUT_S}"]
+    cmd += ["--log-dir", str(logs), "--tee", "3"]  # each rank's output on screen and on file
+    cmd += ["-m", "fame.distributed", str(job_dir)]
     proc = subprocess.run(cmd, env=env)
     if proc.returncode != 0:
-        raise RuntimeError(f"distributed training failed (exit {proc.returncode}): {' '.join(cmd)}")
+        raise RuntimeError(
+            f"distributed training failed (exit {proc.returncode}): {' '.join(cmd)}"
+            + "".join(_rank_tail(p) for p in sorted(logs.rglob("stderr.log")))
+        )
     return torch.load(job_dir / RESULT, map_location="cpu", weights_only=True)
+
+
+def _rank_tail(path: Path, lines: int = 5) -> str:
+    """The last lines a rank wrote to stderr, for the launcher's error (empty if it wrote none)."""
+    text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    return f"\n  {path.parent.name}: " + "\n    ".join(text) if text else ""
 
 
 def _run(job_dir: Path) -> None:

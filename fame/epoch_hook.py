@@ -7,11 +7,26 @@ the trainer.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 # (epoch, valid metrics of the primary protocol) -> True to stop training there
 EpochHook = Callable[[int, dict[str, float]], bool | None]
+
+# the hook of the train stages run in this context: a sweep trial's pruner, never a config field
+EPOCH_HOOK: ContextVar[EpochHook | None] = ContextVar("fame_epoch_hook", default=None)
+
+
+@contextlib.contextmanager
+def epoch_hook(hook: EpochHook | None) -> Iterator[None]:
+    """``hook`` for the train stages run in this context (this thread, in-process executor)."""
+    token = EPOCH_HOOK.set(hook)
+    try:
+        yield
+    finally:
+        EPOCH_HOOK.reset(token)
 
 
 class Pruned(Exception):

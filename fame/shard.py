@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -55,10 +56,21 @@ class Shard:
         dist.barrier()
 
 
+# how long a rank waits in a collective for the others: a loaded machine (a rank descheduled
+# for minutes, rank 0 evaluating alone) must not abort a job that is merely slow
+TIMEOUT_ENV, TIMEOUT_S = "FAME_DDP_TIMEOUT_S", 1800
+
+
 def init_from_env() -> Shard:
-    """Join the process group torchrun describes in the environment."""
+    """Join the process group torchrun describes in the environment, and wait until every rank
+    has joined, so a slow start fails (if ever) here, naming the missing rank, not mid-epoch."""
     backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
+    timeout = timedelta(seconds=float(os.environ.get(TIMEOUT_ENV, TIMEOUT_S)))
+    dist.init_process_group(backend, timeout=timeout)
     if torch.cuda.is_available():
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    if backend == "gloo":
+        dist.monitored_barrier(timeout=timeout)  # names the rank that never arrived
+    else:
+        dist.barrier()
     return Shard(dist.get_rank(), dist.get_world_size())

@@ -1,4 +1,4 @@
-"""The ``fame`` console script: the pipeline CLI (``pipeline.cli``) plus the Prefect commands:
+"""The ``fame`` console script: the pipeline CLI (``app.cli``) plus the Prefect commands:
 ``run`` as a Prefect flow, ``serve``, ``server start|stop|status|env`` and ``demo``, and
 ``catalog rebuild`` and ``--version``.
 
@@ -18,11 +18,11 @@ from typing import Annotated, Any
 
 import typer
 
+from app import cli as base
+from app import display, options
+from app.display import say
 from flows.state import DEFAULT_PORT, state_dir
-from pipeline import cli as base
-from pipeline import display
 from pipeline.config import ConfigError, RunConfig, default_artifacts_dir, parse_overrides
-from pipeline.display import say
 from pipeline.errors import PipelineError
 
 PortOpt = Annotated[int, typer.Option(help="port of the local server on 127.0.0.1")]
@@ -33,20 +33,20 @@ def _overrides(sets: list[str] | None) -> dict[str, Any]:
     try:
         return parse_overrides(sets or [])
     except ConfigError as exc:
-        base.fail(exc)
+        options.fail(exc)
         raise  # unreachable
 
 
 def run(
-    config: base.ConfigOpt = "ml-100k",
+    config: options.ConfigOpt = "ml-100k",
     stages: Annotated[
         str | None,
         typer.Option(help="comma-separated subset of stages (default: all the config needs)"),
     ] = None,
-    force: base.ForceOpt = None,
-    sets: base.SetOpt = None,
-    data_dir: base.DataDirOpt = None,
-    quiet: base.QuietOpt = False,
+    force: options.ForceOpt = None,
+    sets: options.SetOpt = None,
+    data_dir: options.DataDirOpt = None,
+    quiet: options.QuietOpt = False,
     prefect: Annotated[
         bool,
         typer.Option(
@@ -61,7 +61,7 @@ def run(
     With no server to talk to and every stage cached, the run is recorded and reported without
     starting Prefect's temporary server (most of a cached run's time)."""
     stage_list = [s.strip() for s in stages.split(",") if s.strip()] if stages else None
-    cfg = base.load(config, sets, data_dir)
+    cfg = options.load(config, sets, data_dir)
     wanted = _check_stages(cfg, stage_list, config, sets, data_dir)
     if not prefect:
         base.run_in_process(config, sets, data_dir, stage_list, force, quiet)
@@ -97,7 +97,7 @@ def run(
             data_dir=str(data_dir) if data_dir else "",
         )
     except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
-        base.fail(exc)
+        options.fail(exc)
         return
     _print_result(result)
 
@@ -117,13 +117,13 @@ def _check_stages(
     try:
         wanted = select_stages(cfg, stages)
     except PipelineError as exc:
-        base.fail(exc)
+        options.fail(exc)
         raise  # unreachable
     if missing := missing_upstream(cfg, wanted):
         from pipeline.registry import ORDER
 
         rerun = [s for s in ORDER if s in wanted or s in missing]
-        base.fail(
+        options.fail(
             PipelineError(
                 f"--stages {','.join(wanted)} needs the {', '.join(missing)} artifact(s) of this "
                 f"config, which {cfg.artifacts_dir()} lacks; run them too: "
@@ -155,7 +155,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-# pipeline.cli's commands with the Prefect-backed `run` (pipeline.cli.app stays Prefect-free)
+# app.cli's commands with the Prefect-backed `run` (app.cli.app stays Prefect-free)
 app = base.make_app(run_command=run)
 
 
@@ -209,7 +209,7 @@ def _print_result(result: dict) -> None:
     from pipeline.registry import TARGET
 
     if ev := result["stages"].get(TARGET):
-        from pipeline.report import alignment_table, metrics_table
+        from app.report import alignment_table, metrics_table
 
         root = Path(result["catalog"]).parent
         display.show(metrics_table(root, ev["key"]))
@@ -217,7 +217,7 @@ def _print_result(result: dict) -> None:
             display.show(aligned)
     root = Path(result["catalog"]).parent
     say(
-        f'catalog: {result["catalog"]}  (try: fame sql{base.root_opt(root)} "select * from stages")'
+        f'catalog: {result["catalog"]}  (try: fame sql{options.root_opt(root)} "select * from stages")'
     )
 
 
@@ -234,7 +234,7 @@ def catalog_rebuild(
 
     root = artifacts or default_artifacts_dir()
     if not root.is_dir():
-        base.fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
+        options.fail(PipelineError(f"no artifact store at {root.resolve()}; run a stage first"))
     path = refresh_catalog(root, VIEWS)
     _, rows = query(root, "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1")
     say(f"rebuilt {path}: {len(rows)} views ({', '.join(r[0] for r in rows) or 'none yet'})")
@@ -250,20 +250,20 @@ def sweep(
         str,
         typer.Option(help="scheduler of an existing Dask cluster (tcp://host:8786) to run on"),
     ] = "",
-    sets: base.SetOpt = None,
-    data_dir: base.DataDirOpt = None,
+    sets: options.SetOpt = None,
+    data_dir: options.DataDirOpt = None,
 ) -> None:
     """Run a grid or Optuna sweep (the flow fame/sweep): each trial a pipeline run on a Dask
     worker; finished trials are reused, the table is printed and kept in the `sweeps` view."""
     from flows.server import status
     from flows.state import use_prefect_env
-    from pipeline.sweep import load_sweep
+    from studies.sweep import load_sweep
 
     overrides = _overrides(sets)
     try:
         load_sweep(definition, overrides)  # a bad definition fails before any server starts
     except ConfigError as exc:
-        base.fail(exc)
+        options.fail(exc)
     server = status()
     url = use_prefect_env(server["port"] if server.get("healthy") else None)
     if not url:
@@ -284,14 +284,14 @@ def sweep(
                 data_dir=str(data_dir) if data_dir else "",
             )
     except (PipelineError, ConfigError, ValueError, FileNotFoundError) as exc:
-        base.fail(exc)
+        options.fail(exc)
         return
     _print_sweep(out)
 
 
 def _print_sweep(out: dict) -> None:
     """The trial table, mean ± std per setting when there are seeds, the best Optuna trial."""
-    from pipeline.sweep import report_rows, summary_rows
+    from studies.sweep import report_rows, summary_rows
 
     trials = out["trials"]
     display.show(display.table(*report_rows(trials), title=f"sweep {out['sweep']}"))
@@ -302,7 +302,7 @@ def _print_sweep(out: dict) -> None:
         say(f"best trial {out['best']['trial']}: valid NDCG@10 {out['best']['value']:.4f}")
     say(
         f"{len(trials)} trials ({out['submitted']} run now) in {out['seconds']:.1f}s; "
-        f"fame sql{base.root_opt(Path(out['root']))} "
+        f"fame sql{options.root_opt(Path(out['root']))} "
         f"\"select * from sweeps where sweep = '{out['sweep']}'\""
     )
 
@@ -321,7 +321,7 @@ def serve(
     if "PREFECT_API_URL" not in os.environ:
         server = status()
         if not server.get("healthy"):
-            base.fail(
+            options.fail(
                 PipelineError("no Prefect server: run `fame server start` or set PREFECT_API_URL")
             )
         use_prefect_env(server["port"])
@@ -341,7 +341,7 @@ def server_start(port: PortOpt = DEFAULT_PORT) -> None:
     try:
         info = start(port)
     except ServerError as exc:
-        base.fail(exc)
+        options.fail(exc)
         return
     verb = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "already running"
     say(f"Prefect server {verb}: UI {info['ui']}, pid {info['pid']}, log {info['log']}")
@@ -405,7 +405,7 @@ def demo(
         ),
     ] = "auto",
     fetch_url: Annotated[str | None, typer.Option(hidden=True)] = None,
-    sets: base.SetOpt = None,
+    sets: options.SetOpt = None,
     port: PortOpt = DEFAULT_PORT,
     stop: Annotated[
         bool, typer.Option("--stop", help="stop the server and `fame serve`, then exit")
@@ -425,17 +425,17 @@ def demo(
         from flows.demo import choose
 
         if data not in ("auto", "ml-100k", "synthetic"):
-            base.fail(PipelineError(f"--data must be auto, ml-100k or synthetic, not {data!r}"))
+            options.fail(PipelineError(f"--data must be auto, ml-100k or synthetic, not {data!r}"))
         try:
             choice = choose(data, sets, url=fetch_url)  # type: ignore[arg-type]
         except (PipelineError, ConfigError) as exc:
-            base.fail(exc)
+            options.fail(exc)
             return
         config = choice.config
         say(f"data: {choice.reason}")
     elif data != "auto":
-        base.fail(PipelineError("give --config or --data, not both"))
-    cfg = base.load(config, sets, None)  # fail on a bad config before starting anything
+        options.fail(PipelineError("give --config or --data, not both"))
+    cfg = options.load(config, sets, None)  # fail on a bad config before starting anything
     try:
         info = start(port)
         how = f"started in {info['startup_seconds']:.1f}s" if info["started"] else "running"
@@ -444,12 +444,15 @@ def demo(
         say(f"[1/3] Prefect server {how}: {info['ui']}")
         serve = start_serve(info["port"])
     except ServerError as exc:
-        base.fail(exc)
+        options.fail(exc)
         return
     if serve.get("restarted"):
         say(f"      `fame serve` restarted: {serve['restarted']}")
     say(f"[2/3] `fame serve` (pid {serve['pid']}) serves fame/full-pipeline and fame/<stage>")
-    params: dict[str, Any] = {"config": config}
+    from pipeline.runner import new_run_id
+
+    run_id = new_run_id()  # chosen here, so the table below shows this run, not another's
+    params: dict[str, Any] = {"config": config, "run_id": run_id}
     if overrides:
         params["overrides"] = overrides
     cmd = [*prefect_cmd(), "deployment", "run", "fame/full-pipeline", "--watch"]
@@ -458,19 +461,20 @@ def demo(
     sys.stdout.flush()
     done = subprocess.run(cmd, env=prefect_env(info["port"]))
     if done.returncode != 0:
-        base.fail(
+        options.fail(
             PipelineError(
                 f"the flow run did not complete; see {info['ui']} and {serve['log']} "
                 "(stages that finished are cached: rerun `fame demo` to resume)"
             )
         )
+    from app.report import alignment_table, metrics_table
     from pipeline.registry import TARGET
-    from pipeline.report import alignment_table, metrics_table
     from pipeline.runner import plan_keys
 
     root = cfg.artifacts_dir()
-    catalog, opt = root / "catalog.duckdb", base.root_opt(root)
-    _print_latest_run(root)
+    catalog, opt = root / "catalog.duckdb", options.root_opt(root)
+    again = {k: v for k, v in params.items() if k != "run_id"}  # a rerun is a new run
+    _print_run(root, run_id)
     evaluate_key = plan_keys(cfg)[TARGET]
     display.show(metrics_table(root, evaluate_key))
     if (aligned := alignment_table(root, evaluate_key)) is not None:
@@ -478,11 +482,12 @@ def demo(
     say(
         f"""
 Artifacts   {root}
-  fame sql{opt} "select run_id, stage, status, seconds from stages order by started_at desc limit 5"
+  fame sql{opt} "select stage, status, seconds from stages where run_id = '{run_id}'"
   fame sql{opt} "select * from metrics where split = 'test'"
   duckdb -readonly {catalog}
-Prefect UI  {info["ui"]}  (flow runs, the task graph, the 'fame-run' artifact)
-Run again   {demo_again(config, sets, port, info["url"], params)}
+Prefect UI  {info["ui"]}  (flow runs, the task graph, the artifacts 'fame-run' and
+            'fame-report-summary')
+Run again   {demo_again(config, sets, port, info["url"], again)}
             (deployments fame/ingest … fame/evaluate run one stage; --param/--params override)
 Stop        fame demo --stop   (the server and `fame serve`; logs in {state_dir()})"""
     )
@@ -502,15 +507,15 @@ def demo_again(
     return f"{shlex.join(demo)}, or: PREFECT_API_URL={shlex.quote(url)} {shlex.join(deployment)}"
 
 
-def _print_latest_run(root: Path) -> None:
-    """The stages of the newest run in the catalog: computed, or skipped because cached."""
+def _print_run(root: Path, run_id: str) -> None:
+    """The stages of run ``run_id`` (a ``new_run_id``): computed, or skipped because cached."""
     from pipeline.registry import VIEWS
     from storage import query
 
     cols, rows = query(
         root,
-        "SELECT stage, status, round(seconds, 2) AS seconds, key FROM stages WHERE run_id = "
-        "(SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1) ORDER BY started_at",
+        "SELECT stage, status, round(seconds, 2) AS seconds, key FROM stages "
+        f"WHERE run_id = '{run_id}' ORDER BY started_at",
         VIEWS,
     )
     display.show(display.table(cols, rows, title="this run (skipped = reused from the store)"))

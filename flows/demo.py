@@ -39,7 +39,7 @@ def choose(
     it is missing. ``data = "ml-100k"`` raises (with what to run) instead of falling back."""
     if data == "synthetic":
         return DemoChoice("synthetic", "synthetic dataset (asked for with --data synthetic)")
-    from pipeline.fetch import fetch
+    from sources.fetch import fetch
 
     cfg = load_config("ml-100k", sets or [], data_dir)
     if dataset_present(cfg):

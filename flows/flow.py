@@ -27,13 +27,13 @@ from prefect.deployments.runner import EntrypointType
 from prefect.logging.handlers import APILogHandler
 from prefect.runtime import flow_run
 
+from app.report import groups_markdown, metrics_markdown
 from flows.server import FULL_PIPELINE
 from pipeline.config import ConfigError, load_config
 from pipeline.context import RunContext, StageRef
 from pipeline.errors import PipelineError
 from pipeline.registry import ORDER, TARGET
-from pipeline.report import metrics_markdown
-from pipeline.runner import new_run_id, run_pipeline, run_task, select_stages, summary
+from pipeline.runner import RUN_ID_RE, new_run_id, run_pipeline, run_task, select_stages, summary
 
 # errors that a retry cannot fix (ConfigError is a ValueError)
 DETERMINISTIC = (PipelineError, ConfigError, ValueError, TypeError, KeyError, FileNotFoundError)
@@ -129,6 +129,7 @@ def fame(
     stages: list[str] | str = [],  # noqa: B006
     force: list[str] | str = [],  # noqa: B006
     data_dir: str = "",
+    run_id: str = "",
 ) -> dict[str, Any]:
     """ingest → encode → pretrain → train → evaluate for a config; cached stages are skipped.
 
@@ -144,11 +145,15 @@ def fame(
             or a comma-separated string.
         data_dir: Folder holding the datasets; empty: $FAME_DATA_DIR, else ../shared/data,
             else ./data.
+        run_id: The pipeline run's id in the catalog; empty: a new one. A caller that must find
+            its own run afterwards (``fame demo``) chooses it, since others may run beside it.
     """
     logger = get_run_logger()
     cfg = load_config(config, overrides or {}, data_dir or None)
     wanted = select_stages(cfg, _stage_list(stages))
-    run_id = new_run_id()
+    if run_id and not RUN_ID_RE.fullmatch(run_id):
+        raise PipelineError(f"run_id {run_id!r} must look like {new_run_id()!r}")
+    run_id = run_id or new_run_id()
     logger.info("pipeline run %s: stages %s, artifacts %s", run_id, wanted, cfg.artifacts_dir())
     start = time.perf_counter()
     with _pipeline_logs_to_prefect():
@@ -190,7 +195,7 @@ def fame(
 def _report(ctx: RunContext) -> Path | None:
     """The run's HTML report (``fame report``), linked as the artifact ``fame-report``. A
     failure is logged, not raised: the pipeline run itself succeeded."""
-    from pipeline.run_report import write_run_report
+    from app.run_report import write_run_report
 
     try:
         path = _cached_report(ctx) or write_run_report(ctx)
@@ -202,6 +207,25 @@ def _report(ctx: RunContext) -> Path | None:
         link_text=path.name,
         key="fame-report",
         description=f"fame run {ctx.run_id}: self-contained HTML report (curves, metrics, gate)",
+    )
+    # browsers refuse file:// links from a web page: the UI also gets the report's tables
+    key = ctx.results[TARGET].key
+    body = [
+        f"# Report of fame run `{ctx.run_id}`",
+        "",
+        f"The whole report (curves, gate and router, facets) is `{path}`: open it from this "
+        f"machine, or write it again with `fame report --run {ctx.run_id}`.",
+        "",
+        "## Metrics (full ranking)",
+        "",
+        metrics_markdown(ctx.store.root, key),
+    ]
+    if groups := groups_markdown(ctx.store.root, key):
+        body += ["", "## Test NDCG@10 by group of users (history excluded)", "", groups]
+    create_markdown_artifact(
+        markdown="\n".join(body),
+        key="fame-report-summary",
+        description=f"fame run {ctx.run_id}: the HTML report's tables, and where it is",
     )
     return path
 

@@ -1,7 +1,7 @@
-"""The Prefect flow behind ``fame/sweep``: ``pipeline.sweep.run_sweep`` with each trial a
+"""The Prefect flow behind ``fame/sweep``: ``studies.sweep.run_sweep`` with each trial a
 Prefect task on a Dask cluster (prefect-dask's ``DaskTaskRunner``).
 
-A trial task runs one whole pipeline run in its worker process (``pipeline.sweep.run_trial``:
+A trial task runs one whole pipeline run in its worker process (``studies.sweep.run_trial``:
 ``run_pipeline`` with the in-process executor), from plain data, so any worker that sees the
 artifact root can take it. The cluster is a ``LocalCluster`` of ``workers`` one-thread worker
 processes, or the cluster at ``address``; it is started only when some trial has to run. A
@@ -30,7 +30,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 
 from flows.flow import is_transient
-from pipeline.sweep import SweepResult, load_sweep, report_rows, run_sweep, run_trial
+from studies.sweep import SweepResult, load_sweep, report_rows, run_sweep, run_trial
 
 SWEEP_DEPLOYMENT = "sweep"
 
@@ -52,7 +52,7 @@ def trial_task(job: dict[str, Any]) -> dict[str, Any]:
 
 
 class DaskPool:
-    """``pipeline.sweep.TrialPool`` over a DaskTaskRunner: trials as Prefect task runs."""
+    """``studies.sweep.TrialPool`` over a DaskTaskRunner: trials as Prefect task runs."""
 
     def __init__(self, workers: int, address: str = ""):
         from prefect_dask import DaskTaskRunner

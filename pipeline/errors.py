@@ -1,21 +1,8 @@
-"""Errors users see: each names the file and, where it can, the line and field at fault."""
+"""The errors users see, re-exported where the DAG core and its clients look for them.
 
-from __future__ import annotations
+They live in the data package (``sources.errors``), the lowest floor that raises them.
+"""
 
-from pathlib import Path
+from sources.errors import IngestError, PipelineError
 
-
-class PipelineError(RuntimeError):
-    """A stage cannot run with this input or config."""
-
-
-class IngestError(PipelineError):
-    """Bad raw data: the message names the file, line and field."""
-
-    def __init__(
-        self, file: str | Path, message: str, *, line: int | None = None, field: str | None = None
-    ):
-        self.file, self.line, self.field = str(file), line, field
-        where = self.file + (f", line {line}" if line is not None else "")
-        where += f", field {field!r}" if field else ""
-        super().__init__(f"{where}: {message}")
+__all__ = ["IngestError", "PipelineError"]

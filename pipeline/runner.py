@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 import traceback
@@ -104,6 +105,9 @@ def downstream_closure(stages: Iterable[str], cfg: RunConfig) -> set[str]:
         if any(u in out for u in upstream_of(name, cfg)):
             out.add(name)
     return out
+
+
+RUN_ID_RE = re.compile(r"\d{8}-\d{6}-[0-9a-f]{6}")  # what new_run_id makes
 
 
 def new_run_id() -> str:
@@ -396,7 +400,7 @@ def run_pipeline(
 
 def _failure(exc: BaseException) -> str:
     """A run's or stage's status when ``exc`` ended it: ``pruned`` (a sweep gave the trial
-    up, see ``pipeline.pruning``) or ``failed``."""
+    up, see ``studies.pruning``) or ``failed``."""
     return "pruned" if isinstance(exc, Pruned) else "failed"
 
 

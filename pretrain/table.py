@@ -17,14 +17,13 @@ def initial_item_table(
     heads: int,
     scale: Literal["table", "slice"],
     seed: int,
-    gain: float = 1.0,
 ) -> torch.Tensor:
     """(num_items+1, d) E: row ``ids[i]`` = ``vectors[i]``; items without a vector (no text)
     keep a seeded N(0, init_std²) row, as under random init; row 0 (padding) is zero.
 
     ``vectors`` arrive at the default init's scale as a whole (§6.7); ``scale="slice"`` rescales
     each head's d'-slice to ``init_std`` on its own (PCA puts most of the variance in slice 0).
-    ``gain`` then multiplies the whole table: a larger start that the first updates disturb less.
+    The table is at gain 1: the train stage multiplies every method's table by ``init.gain``.
     """
     vec = np.asarray(vectors, dtype=np.float32)
     if scale == "slice":
@@ -35,4 +34,4 @@ def initial_item_table(
     table = torch.randn(num_items + 1, vec.shape[1], generator=gen) * init_std  # (|V|+1, d)
     table[torch.tensor(ids, dtype=torch.long)] = torch.tensor(vec, dtype=torch.float32)
     table[0] = 0
-    return table * gain
+    return table

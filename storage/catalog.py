@@ -31,7 +31,7 @@ CATALOG = "catalog.duckdb"
 
 KEY_GLOB = "[0-9a-f]*"  # artifact folders only: never a dot-folder another version left behind
 
-RECORD_VIEWS = ("runs", "stages", "sweeps")  # sweeps: one row per trial (pipeline.sweep)
+RECORD_VIEWS = ("runs", "stages", "sweeps")  # sweeps: one row per trial (studies.sweep)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 import pyarrow.parquet as pq
 
 from fame.config import BLOCK_USERS
-from pipeline import synth
 from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, DataConfig, RunConfig
 from pipeline.errors import PipelineError
-from pipeline.readers import (
+from pipeline.stages.base import DATA, StageOutput, drop_at_default
+from sources import synth
+from sources.readers import (
     RawData,
     read_amazon,
     read_generic,
@@ -20,8 +21,7 @@ from pipeline.readers import (
     read_recbole,
     read_s3rec,
 )
-from pipeline.sequences import hold_out_items, prepare
-from pipeline.stages.base import DATA, StageOutput, drop_at_default
+from sources.sequences import hold_out_items, prepare
 from storage.atomic import atomic_dir
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ def source_files(cfg: RunConfig) -> dict[str, Path]:
 
 def missing_dataset(cfg: RunConfig, path: Path) -> PipelineError:
     """The error for absent data: where it was looked for and what to run."""
-    from pipeline.fetch import DATASETS
+    from sources.fetch import DATASETS
 
     name = cfg.data.name
     point = f"point --data-dir or FAME_DATA_DIR at the folder holding {cfg.data.dir or name}/"

@@ -3,7 +3,7 @@
 Training state lives in ``<store>/_work/train/<key>/`` (``last.pt`` after every epoch), so a
 killed run resumes from its last finished epoch when the same config is run again. A forced
 train starts from scratch; the state is deleted once the artifact holding the model is published.
-In a sweep's Optuna trial the epochs are reported to the study (``pipeline.pruning``); a pruned
+In a sweep's Optuna trial the epochs are reported to the study (``studies.pruning``); a pruned
 train publishes nothing and keeps its state, so the same config run later resumes it.
 """
 
@@ -25,6 +25,7 @@ from fame.config import (
     ModelConfig,
     selection_fields,
 )
+from fame.epoch_hook import EPOCH_HOOK
 from pipeline.artifacts import (
     CHECKPOINT,
     initial_vectors,
@@ -34,7 +35,6 @@ from pipeline.artifacts import (
 )
 from pipeline.config import InitConfig, RunConfig
 from pipeline.errors import PipelineError
-from pipeline.pruning import EPOCH_HOOK
 from pipeline.stages.base import RESULT, StageOutput, drop_at_default
 
 if TYPE_CHECKING:
@@ -114,27 +114,24 @@ def text_pathway_model(cfg: RunConfig, inputs: dict[str, Artifact], num_items: i
 def initial_table(
     cfg: RunConfig, inputs: dict[str, Artifact], model: SeqRecModel
 ) -> torch.Tensor | None:
-    """The (num_items+1, d) initial E: for init=text|facet_pretrain the pretrain stage's table,
-    for random init the model's own table times ``init.gain`` (None at gain 1: left as it is),
-    so that a gain's effect can be told apart from the text's."""
+    """The (num_items+1, d) initial E times ``init.gain``, the one place the gain is applied:
+    for init=text|facet_pretrain the pretrain stage's table, for random init the model's own
+    table (None at gain 1: left as it is), so that a gain's effect can be told apart from the
+    text's."""
     from pretrain.table import initial_item_table
 
     if cfg.init.method == "random":
-        return None if cfg.init.gain == 1 else model.item_embeddings().detach() * cfg.init.gain
+        if cfg.init.gain == 1:
+            return None
+        return model.item_embeddings().detach() * cfg.init.gain
     ids, vec = initial_vectors(inputs["pretrain"])
     if vec.shape[1] != cfg.model.d:
         raise PipelineError(f"initial embeddings have {vec.shape[1]} dims, model.d = {cfg.model.d}")
     m = cfg.model
-    return initial_item_table(
-        ids,
-        vec,
-        model.num_items,
-        m.init_std,
-        m.heads,
-        cfg.init.scale,
-        cfg.train.seed,
-        cfg.init.gain,
+    table = initial_item_table(
+        ids, vec, model.num_items, m.init_std, m.heads, cfg.init.scale, cfg.train.seed
     )
+    return table * cfg.init.gain
 
 
 def work_dir(ctx: RunContext) -> Path:

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.config import load_config
 from pipeline.runner import plan_keys
-from pipeline.sweep import grid_trials, trial_config
+from studies.sweep import grid_trials, trial_config
 
 REPO = Path(__file__).resolve().parents[2]
 BEFORE = json.loads((Path(__file__).parent / "suites_before_sweeps.json").read_text())

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from support import SMALL
 
-# the tiny-run settings on top of the shared small ones
+# tiny-run settings on top of the shared small ones
 TINY = {**SMALL, "pretrain.steps": 50, "model.max_len": 50}
 
 

@@ -152,3 +152,18 @@ def test_version_names_the_package_and_the_commit():
     assert res.output.startswith(f"fame {metadata.version('fame-rec')} (code ")
     if (REPO_ROOT / ".git").exists():
         assert_names_a_commit(res.output.split("(code ", 1)[1])
+
+
+def test_demo_run_table_shows_its_own_run_not_the_newest(store, tmp_path, capsys):
+    """``fame demo`` prints the stages of the run it started, though another process may have
+    recorded a newer run in the same store since (here: a cached rerun after it)."""
+    from flows.cli import _print_run
+
+    first = sql(store, "select run_id from runs order by started_at limit 1", tmp_path)[0]
+    fame(*synth_args(store), "--no-prefect", state=tmp_path)  # a newer run, every stage skipped
+    newest = sql(store, "select run_id from runs order by started_at desc limit 1", tmp_path)[0]
+    assert newest["run_id"] != first["run_id"]
+    capsys.readouterr()
+    _print_run(store, first["run_id"])
+    shown = capsys.readouterr().out
+    assert shown.count("computed") == len(ORDER) and shown.count("skipped") == 1  # the title

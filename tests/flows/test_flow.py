@@ -74,6 +74,21 @@ def test_first_run_computes_every_stage_then_all_are_skipped(run, flow_store):
     page = flow_store / "_reports" / f"{first['run_id']}.html"  # the run's HTML report
     assert f"Report: `{page}`" in artifact.data and page.as_uri() in report.data
     assert "Gate and router over the test users" in page.read_text()
+    with get_client(sync_client=True) as client:  # the report's tables, shown in the UI itself
+        (summary,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["fame-report-summary"])),
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+        )
+    assert summary.type == "markdown" and f"`{page}`" in summary.data
+    assert "| exclude_history | test |" in summary.data
+    _, popular = query(
+        flow_store,
+        "select users, value from group_metrics where split = 'test' and metric = 'ndcg' and "
+        f"k = 10 and protocol = 'exclude_history' and grouping = 'target_popularity' "
+        f"and run_id = '{first['run_id']}' order by group_order limit 1",
+    )
+    users, value = popular[0]
+    assert f"| {users:,} | {value:.4f} |" in summary.data
 
     second, second_flow = run()
     assert statuses(flow_store, second["run_id"]) == dict.fromkeys(STAGES, "skipped")
@@ -88,6 +103,17 @@ def test_first_run_computes_every_stage_then_all_are_skipped(run, flow_store):
     assert {s: v["key"] for s, v in second["stages"].items()} == {
         s: v["key"] for s, v in first["stages"].items()
     }
+
+
+def test_a_chosen_run_id_names_the_run_and_a_malformed_one_is_refused(run, flow_store):
+    from pipeline.runner import new_run_id
+
+    chosen = new_run_id()
+    result, _ = run(run_id=chosen)
+    assert result["run_id"] == chosen
+    assert set(statuses(flow_store, chosen)) == set(STAGES)
+    with pytest.raises(PipelineError, match="run_id"):
+        run(run_id="x' or '1'='1")
 
 
 def test_force_train_recomputes_train_and_evaluate_only(run, flow_store):

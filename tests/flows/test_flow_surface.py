@@ -24,7 +24,7 @@ def _typed(prop: dict) -> bool:
 
 def _check_schema(schema: dict) -> None:
     props = schema["properties"]
-    assert list(props) == ["config", "overrides", "stages", "force", "data_dir"]
+    assert list(props) == ["config", "overrides", "stages", "force", "data_dir", "run_id"]
     for name, prop in props.items():
         assert _typed(prop), (name, prop)
         assert prop.get("description"), name

@@ -11,8 +11,8 @@ import time
 import pytest
 
 from flows.sweep import SWEEP_DEPLOYMENT, sweep_flow, worker_threads
-from pipeline.sweep import METRICS, SweepSpec, run_sweep
 from storage import ArtifactStore, CatalogError, query
+from studies.sweep import METRICS, SweepSpec, run_sweep
 
 TINY = {
     "data.synth.users": 300,

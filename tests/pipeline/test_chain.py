@@ -98,7 +98,7 @@ def test_full_chain_then_cached(slice_cfg, artifacts):
     assert len(rows) == 4 * 4 and sum(r[3] for r in rows) == 4
     _check_alignment(ctx, rows)
 
-    from pipeline import api
+    from app import api
 
     run, how = api.open_config(slice_cfg(), "ml-100k")  # the config's own run, by its train key
     assert run.run_id == ctx.run_id and "this config" in how

@@ -10,7 +10,7 @@ import pytest
 from pipeline.artifacts import PROJECTOR, held_out_items, trained_model
 from pipeline.config import load_config
 from pipeline.runner import run_pipeline
-from pipeline.sequences import hold_out_items
+from sources.sequences import hold_out_items
 from storage import query
 
 SYNTH = {"data.synth.users": 300, "data.synth.items": 150, "data.synth.interactions": 4000}
@@ -117,8 +117,8 @@ def test_the_run_report_plots_the_groups(cold_run, tmp_path):
     import json
     import re
 
-    from pipeline import api
-    from pipeline.run_report import write_report
+    from app import api
+    from app.run_report import write_report
 
     run = api.open_run(cold_run.run_id, artifacts=cold_run.config.artifacts_dir())
     html = write_report([run], tmp_path / "r.html").read_text()

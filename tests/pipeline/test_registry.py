@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from app.cli import app
 from pipeline.registry import ORDER, STAGES, VIEWS
 from pipeline.stages.base import DATA, RESULT, UNLISTED
 from storage import ArtifactStore, query, refresh_catalog

@@ -10,11 +10,11 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from app.cli import app
 from fame.config import EvalConfig, ModelConfig, TrainConfig
-from pipeline.cli import app
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import IngestError
-from pipeline.readers import read_amazon, read_generic, read_movielens, read_recbole, read_s3rec
+from sources.readers import read_amazon, read_generic, read_movielens, read_recbole, read_s3rec
 
 NAN, INF = float("nan"), float("inf")
 
@@ -266,7 +266,7 @@ def test_path_outside_the_data_dir_is_refused_without_echoing_it(tmp_path, what)
 def test_a_huge_line_is_read_and_a_too_huge_one_is_named(tmp_path, monkeypatch):
     """pyarrow fails a row longer than its block ("straddling object"); the readers grow the
     block to the longest line, and refuse (naming the line) past MAX_LINE_BYTES."""
-    from pipeline import readers
+    from sources import readers
 
     long_title = "x" * (20 << 20)  # 20 MiB: longer than every reader's block
     inter = tmp_path / "inter.csv"
