@@ -42,12 +42,3 @@ def test_slice_scale_gives_each_head_the_init_std():
 def test_bad_ids_fail():
     with pytest.raises(IndexError):
         initial_item_table(np.array([1, 99]), _vectors(n=2), 5, 0.02, 2, "table", seed=0)
-
-
-def test_gain_multiplies_every_row_and_keeps_directions():
-    ids, vec = np.array([1, 3, 4, 6, 7, 9]), _vectors()
-    one = initial_item_table(ids, vec, 10, 0.02, 2, "table", seed=5)
-    five = initial_item_table(ids, vec, 10, 0.02, 2, "table", seed=5, gain=5.0)
-    torch.testing.assert_close(five, one * 5.0)  # text rows and random rows alike; padding 0
-    assert torch.count_nonzero(five[0]) == 0
-    np.testing.assert_allclose(five[ids].numpy(), vec * 5.0, rtol=1e-6)

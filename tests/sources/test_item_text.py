@@ -288,6 +288,28 @@ def test_gain_scales_the_random_table_too(tmp_path):
     assert plan_keys(gained)["train"] != plan_keys(cfg)["train"]
 
 
+def test_gain_multiplies_the_text_table_once(tmp_path):
+    """init.gain under text init: every row (text rows and the random rows of items without
+    text) times the gain, directions kept; the pretrain stage's table is at gain 1."""
+    import torch
+
+    from fame.model import SeqRecModel
+    from pipeline.stages.train import initial_table
+
+    _dataset(tmp_path)
+    cfg = _config(tmp_path, tmp_path / "a", **{"init.method": "text"})
+    ctx = run_pipeline(cfg, ["ingest", "encode", "pretrain"], progress=False)
+    inputs = {s: r.artifact for s, r in ctx.results.items()}
+    model = SeqRecModel(cfg.model, 7)
+    one = initial_table(cfg, inputs, model)
+    gained = _config(tmp_path, tmp_path / "a", **{"init.method": "text", "init.gain": 5.0})
+    five = initial_table(gained, inputs, model)
+    torch.testing.assert_close(five, one * 5.0, rtol=0, atol=0)
+    assert torch.count_nonzero(five[0]) == 0
+    ids, vec = initial_vectors(inputs["pretrain"])
+    np.testing.assert_allclose(five[ids].numpy(), vec * 5.0, rtol=1e-6)
+
+
 def test_encode_cache_holding_none_of_the_texts(tmp_path):
     """A second dataset's first encode finds a cache (of another dataset's texts) with none of
     its texts: every text is encoded, nothing crashes (seen on Sports after Beauty)."""
