@@ -50,6 +50,7 @@ SUITES = (
     "sports-text-gain",
     "beauty-sampled",
     "beauty-pathway",
+    "sports-pathway",
     "beauty-cold",
 )
 
