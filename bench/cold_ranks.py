@@ -34,6 +34,7 @@ DEFAULT = [
     "cold-beauty-sasrec-text-g10-s1",
     "cold-beauty-sasrec-textpath-g10-s1",
     "cold-beauty-fame-h2-facetpath-g10-s1",
+    "cold-beauty-sasrec-textpath-g10-iddrop03-s1",
     "cold-beauty-fame-h2-facetpath-g10-iddrop03-s1",
     "cold-beauty-fame-h2-facetpath-g10-pcakeep-s1",
 ]
