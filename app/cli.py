@@ -293,23 +293,45 @@ def show_config(
 
 @data_app.command("fetch")
 def data_fetch(
-    name: Annotated[str, typer.Argument(help="dataset to download: ml-100k, ml-1m or ml-20m")],
+    name: Annotated[
+        str, typer.Argument(help="dataset to download: ml-100k, ml-1m, ml-20m or amazon2023")
+    ],
+    category: Annotated[
+        str | None,
+        typer.Option(help="amazon2023 only: the category, as on the Hub (e.g. All_Beauty)"),
+    ] = None,
     dest: Annotated[
         Path | None,
         typer.Option(help="data directory (default: the configs' data dir, see `fame --help`)"),
     ] = None,
     url: Annotated[
-        str | None, typer.Option(help="override the download URL (mirrors, tests)")
+        str | None,
+        typer.Option(
+            help="override the download URL (mirrors, tests); for amazon2023 the base under "
+            "which raw/review_categories/ and raw/meta_categories/ lie"
+        ),
     ] = None,
 ) -> None:
-    """Download a dataset from its official source (needs internet), checked against its
-    published MD5 (not with --url)."""
+    """Download a dataset from its official source (needs internet) into the layout its config
+    reads, whole or not at all. MovieLens archives are checked against their published MD5 (not
+    with --url); an amazon2023 category is checked line by line by its reader and stored as
+    Parquet in amazon2023-<category>/ (configs/amazon2023-all-beauty.toml reads All_Beauty)."""
     from pipeline.config import default_data_dir
-    from sources.fetch import fetch
 
     target = dest or default_data_dir()
     try:
-        path = fetch(name, target, url)
+        if name == "amazon2023":
+            from sources import amazon2023
+
+            if not category:
+                raise PipelineError("fame data fetch amazon2023 needs --category (e.g. All_Beauty)")
+            path = amazon2023.fetch(category, target, url)
+        else:
+            from sources.fetch import fetch
+
+            if category:
+                raise PipelineError(f"--category is for amazon2023, not {name!r}")
+            path = fetch(name, target, url)
     except PipelineError as exc:
         fail(exc)
         return

@@ -516,6 +516,20 @@ def bench_section() -> list[str]:
             f"including model load; cached rerun {d['cache_seconds']:.2f} s = "
             f"{100 * d['cache_ratio']:.1f}% of the first (`{d['command']}`, {d['git']})"
         )
+    if d := _load("amazon2023.json"):
+        r = d["read"]
+        out.append(
+            f"- Amazon Reviews 2023 reader (synthetic category in the 2023 schema): "
+            f"{r['reviews']:,} reviews ({r['reviews_file_mb']:.0f} MB JSONL) in "
+            f"{r['reviews_seconds']:.1f} s, {r['items']:,} items' metadata in "
+            f"{r['meta_seconds']:.1f} s, peak RSS {r['peak_rss_mb']:.0f} MB; encode "
+            + ", ".join(
+                f"{name} {e['texts_per_second']:.0f} texts/s ({e['mean_tokens']:.0f} tokens, "
+                f"{e['truncated']} of {e['texts']} cut)"
+                for name, e in d["encode"].items()
+            )
+            + f" (`{d['command']}`, {d['git']})"
+        )
     if d := _load("flow_overhead.json"):
         out.append(
             f"- Prefect flow with all {d['stages']} stages cached: {d['cached_flow_seconds']:.2f} s "

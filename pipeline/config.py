@@ -61,7 +61,7 @@ class DataConfig(Strict):
     """Where the raw files are and how to turn them into sequences."""
 
     name: str = Field(description="dataset name; becomes part of artifact keys, never a raw path")
-    format: Literal["s3rec", "recbole", "amazon", "movielens", "table", "synthetic"]
+    format: Literal["s3rec", "recbole", "amazon", "amazon2023", "movielens", "table", "synthetic"]
     dir: str = Field("", description="folder under data_dir (or absolute) holding the files")
     interactions: str | None = Field(
         None, description="interaction file name inside `dir` (all formats but synthetic)"

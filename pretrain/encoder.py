@@ -150,6 +150,19 @@ class TextEncoder:
         )
         self.dim: int = int(dim_of())
 
+    def truncated(self, texts: list[str], batch: int = 4096) -> int:
+        """How many of ``texts`` exceed the encoder's max length in tokens (special tokens
+        included) and are cut: one batched pass of the fast tokenizer, no model call."""
+        limit, cut = self.model.max_seq_length, 0
+        tok = self.model.tokenizer
+        for s in range(0, len(texts), batch):
+            enc = tok(
+                texts[s : s + batch], add_special_tokens=True, truncation=False, verbose=False
+            )
+            ids = enc["input_ids"]
+            cut += sum(len(x) > limit for x in ids)
+        return cut
+
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
         """(n, dim) float32, unit norm, in input order.
 

@@ -15,7 +15,7 @@ class IngestError(PipelineError):
     def __init__(
         self, file: str | Path, message: str, *, line: int | None = None, field: str | None = None
     ):
-        self.file, self.line, self.field = str(file), line, field
+        self.file, self.line, self.field, self.reason = str(file), line, field, message
         where = self.file + (f", line {line}" if line is not None else "")
         where += f", field {field!r}" if field else ""
         super().__init__(f"{where}: {message}")

@@ -10,6 +10,7 @@ import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +99,50 @@ def serve_bytes(payload: bytes) -> Iterator[str]:
     try:
         yield f"http://127.0.0.1:{server.server_port}"
     finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Route(NamedTuple):
+    body: bytes
+    cut: int | None = None  # send only this many bytes (the Content-Length still says all)
+    hold: threading.Event | None = None  # after the cut, wait for this before closing
+
+
+@contextlib.contextmanager
+def serve(routes: dict[str, Route]) -> Iterator[tuple[str, threading.Event]]:
+    """A real HTTP server on 127.0.0.1: 404 for paths not in ``routes``; yields its base URL and
+    an event set once a ``hold`` route has sent its first part."""
+    sent = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            route = routes.get(self.path)
+            if route is None:
+                self.send_error(404, "Not Found")
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(route.body)))
+            self.end_headers()
+            self.wfile.write(route.body[: route.cut])
+            self.wfile.flush()
+            if route.hold is not None:
+                sent.set()
+                route.hold.wait(60)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", sent
+    finally:
+        for route in routes.values():
+            if route.hold is not None:
+                route.hold.set()
         server.shutdown()
         server.server_close()
 

@@ -120,7 +120,17 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
     hashes = [text_hash(t) for t in texts]
     known = cache.lookup(hashes)
     todo = sorted({h: t for h, t in zip(hashes, texts, strict=True) if h not in known}.items())
+    cut = 0
     if todo:
+        cut = encoder.truncated([t for _, t in todo])
+        if cut:
+            log.info(
+                "encode: %d of %d texts are longer than the encoder's max length (%d tokens) "
+                "and are cut there (encode.max_length; the template decides what comes first)",
+                cut,
+                len(todo),
+                encoder.model.max_seq_length,
+            )
         new = encoder.encode([t for _, t in todo], progress=ctx.progress)
         cache.add([h for h, _ in todo], new)
         known.update(zip([h for h, _ in todo], new, strict=True))
@@ -141,6 +151,7 @@ def compute(ctx: RunContext, inputs: dict[str, Artifact]) -> StageOutput:
             "dim": int(vectors.shape[1]),
             "items_without_text": missing,
             "encoded": len(todo),
+            "truncated": cut,  # of the encoded texts, cut at the encoder's max length
             "cache_hits": len(set(hashes)) - len(todo),
         },
     )

@@ -13,6 +13,7 @@ from pipeline.config import DATA_DIR_ORDER, FILE_FIELDS, DataConfig, RunConfig
 from pipeline.errors import PipelineError
 from pipeline.stages.base import DATA, StageOutput, drop_at_default
 from sources import synth
+from sources.amazon2023 import read_amazon2023
 from sources.readers import (
     RawData,
     read_amazon,
@@ -116,6 +117,7 @@ READERS: dict[str, Callable[[DataConfig, Path, Path | None, Path | None], RawDat
     "s3rec": lambda d, inter, items, text: read_s3rec(inter, items, text),
     "recbole": lambda d, inter, items, _: read_recbole(inter, items, *_columns(d)),
     "amazon": lambda d, inter, items, _: read_amazon(inter, items),
+    "amazon2023": lambda d, inter, items, _: read_amazon2023(inter, items),
     "movielens": lambda d, inter, items, _: read_movielens(inter, items),
     "table": lambda d, inter, items, _: read_generic(inter, items, *_columns(d)),
 }

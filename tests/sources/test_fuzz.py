@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, load_config
 from pipeline.errors import PipelineError
+from sources.amazon2023 import read_amazon2023
 from sources.readers import read_amazon, read_generic, read_movielens, read_recbole, read_s3rec
 
 EXAMPLES = int(os.environ.get("FAME_FUZZ_EXAMPLES", "40"))
@@ -134,6 +135,48 @@ JSON_LINE = st.fixed_dictionaries(
 def test_amazon_reader(tmp_path, reviews, meta):
     files = [write(tmp_path / "reviews.json", reviews), write(tmp_path / "meta.json", meta)]
     assert_named_error(lambda: read_amazon(*files), *files)
+
+
+JSON_VALUE = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats() | CELL,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(CELL, inner, max_size=3),
+    max_leaves=6,
+)
+REVIEW_2023 = st.fixed_dictionaries(
+    {},
+    optional={
+        "user_id": CELL | JSON_VALUE,
+        "parent_asin": CELL | JSON_VALUE,
+        "timestamp": st.integers(-(2**70), 2**70) | JSON_VALUE,
+        "rating": st.floats() | JSON_VALUE,
+    },
+)
+META_2023 = st.fixed_dictionaries(
+    {},
+    optional={
+        "parent_asin": CELL | JSON_VALUE,
+        "title": CELL | JSON_VALUE,
+        "features": st.lists(CELL, max_size=3) | JSON_VALUE,
+        "description": st.lists(CELL, max_size=3) | JSON_VALUE,
+        "categories": st.lists(CELL, max_size=3) | JSON_VALUE,
+        "details": st.dictionaries(st.sampled_from(["Brand", "Manufacturer"]) | CELL, JSON_VALUE)
+        | JSON_VALUE.map(str),
+        "price": st.floats() | JSON_VALUE,
+    },
+)
+
+
+def json_lines(record) -> st.SearchStrategy[bytes]:
+    import json
+
+    return st.lists(record.map(json.dumps), max_size=6).map("\n".join).map(str.encode) | RAW
+
+
+@FUZZ
+@given(reviews=json_lines(REVIEW_2023), meta=json_lines(META_2023))
+def test_amazon2023_reader(tmp_path, reviews, meta):
+    files = [write(tmp_path / "reviews.jsonl", reviews), write(tmp_path / "meta.jsonl", meta)]
+    assert_named_error(lambda: read_amazon2023(*files), *files)
 
 
 @FUZZ

@@ -219,6 +219,9 @@ FORMAT_FILES = [
     ("amazon", "r.json", "".join(
         json.dumps({"reviewerID": "u", "asin": a, "unixReviewTime": t}) + "\n"
         for a, t in (("a", 1), ("b", 2))), {}),
+    ("amazon2023", "r.jsonl", "".join(
+        json.dumps({"user_id": "u", "parent_asin": a, "timestamp": t, "rating": 5.0}) + "\n"
+        for a, t in (("a", 1000), ("b", 2000))), {}),
     ("movielens", "ratings.dat", "1::10::5::100\n1::20::3::90\n", {}),
     ("table", "i.csv", "uid,iid,ts\nu,a,1\nu,b,2\n",
      {"user_col": "uid", "item_col": "iid", "time_col": "ts"}),
