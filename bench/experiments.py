@@ -52,6 +52,7 @@ SUITES = (
     "beauty-pathway",
     "sports-pathway",
     "beauty-cold",
+    "sports-cold",
 )
 
 
