@@ -115,13 +115,15 @@ def read_reviews(path: Path) -> pa.Table:
                 raise IngestError(path, f"cannot read as {f.type}: {exc}", field=f.name) from None
         where = "row"
     else:
-        try:
-            table = pajson.read_json(
+        try:  # streamed in 1 MiB blocks: memory is the four columns, not the file
+            reader = pajson.open_json(
                 path,
+                read_options=pajson.ReadOptions(block_size=1 << 20),
                 parse_options=pajson.ParseOptions(
                     explicit_schema=REVIEW_SCHEMA, unexpected_field_behavior="ignore"
                 ),
             )
+            table = pa.Table.from_batches(list(reader), schema=REVIEW_SCHEMA)
         except pa.ArrowInvalid as exc:
             if path.suffix != ".gz":
                 require_utf8(path)
