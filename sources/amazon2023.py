@@ -176,6 +176,7 @@ def read_meta(path: Path) -> pa.Table:
         records = enumerate(table.to_pylist(), 1)
     else:
         records = _json_records(path)
+    chunks = []  # Arrow every 65,536 items: Python holds one chunk's rows, not the category's
     for lineno, rec in records:
         item = _meta_row(rec, path, lineno)
         if item["item"] in seen:
@@ -188,7 +189,11 @@ def read_meta(path: Path) -> pa.Table:
         seen[item["item"]] = lineno
         for k, v in item.items():
             rows[k].append(v)
-    return pa.table(rows, schema=META_SCHEMA)
+        if len(rows["item"]) == 1 << 16:
+            chunks.append(pa.table(rows, schema=META_SCHEMA))
+            rows = {f.name: [] for f in META_SCHEMA}
+    chunks.append(pa.table(rows, schema=META_SCHEMA))
+    return pa.concat_tables(chunks)
 
 
 def _unique(table: pa.Table, path: Path) -> pa.Table:
