@@ -18,7 +18,7 @@ ties than seconds). Metadata becomes these item fields:
 
 Reviews are the large side (millions of rows per category): they are read by Arrow with an
 explicit schema, never row by row in Python. Metadata is parsed line by line (``details`` and
-``price`` change type from line to line): about 57,000 items/s on 2 cores against 820,000
+``price`` change type from line to line): about 70,000 items/s on 2 cores against 1.2M
 reviews/s (``bench/amazon2023.py``).
 
 ``fetch`` downloads a category into ``<data dir>/amazon2023-<C>/`` (``reviews.parquet``,
