@@ -27,7 +27,7 @@ NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 # ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
 # ModelConfig fields read only by the text pathway (item_repr = "text")
-TEXT_ONLY_FIELDS = frozenset({"text_mode", "text_anchor", "null_dims", "id_dropout"})
+TEXT_ONLY_FIELDS = frozenset({"text_mode", "text_anchor", "null_dims", "id_dropout", "id_fallback"})
 # TrainConfig fields that change speed or reporting, not the trained weights: a resume state
 # stays valid across them (a run killed on one device may continue on another)
 # sequences come in blocks of users (ingest writes one `sequences` row group per block);
@@ -74,6 +74,11 @@ class ModelConfig:
     # items with text only), so the model also learns to score an item from its text alone: the
     # state of an item added after training (DropoutNet's idea, for cold-start items)
     id_dropout: Float = 0.0
+    # text only: the ID part of an item that has none (dropped this step, held out of training,
+    # added after it): "zero", nothing [default]; "learned", one shared vector e_∅ trained
+    # through ID dropout, so that text-only items are scored on the scale of warm ones (their
+    # ID parts carry what all warm items share, e.g. popularity)
+    id_fallback: Literal["zero", "learned"] = "zero"
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
@@ -87,6 +92,11 @@ class ModelConfig:
             raise ValueError(f"model.dropout = {self.dropout} must be in [0, 1)")
         if not 0 <= self.id_dropout < 1:
             raise ValueError(f"model.id_dropout = {self.id_dropout} must be in [0, 1)")
+        if self.id_fallback == "learned" and not self.id_dropout:
+            raise ValueError(
+                "model.id_fallback = 'learned' needs model.id_dropout > 0: e_∅ is trained only "
+                "on the items whose ID part a step drops"
+            )
         return self
 
     @property

@@ -15,6 +15,12 @@ throw the text away, and an item never seen in training still has an embedding: 
   collaborative signal never overwrites what the text holds.
 
 Items without text have no semantic part and fall back to the ID part alone (seeded random start).
+
+``model.id_fallback = "learned"``: an item without a trained ID part (its ID part dropped at this
+step, held out of training, or added after it) gets one shared learned vector e_∅ in its place
+instead of nothing, trained through ID dropout (after the mean/unknown embedding of
+cold-start recommenders): warm items' ID parts share a component every user's state scores
+high, and without it text-only items rank below warm ones however well their text orders them.
 """
 
 from __future__ import annotations
@@ -68,6 +74,10 @@ class TextItemTable(nn.Module):
                 )
             self.register_buffer("null", torch.zeros(S, ds, k // S))  # N_j: slice j's weakest axes
         self.id_emb = nn.Embedding(num_items + 1, k, padding_idx=0)  # the ID part
+        if cfg.id_fallback == "learned":
+            self.id_unknown = nn.Parameter(torch.zeros(k))  # e_∅
+            # items with a trained ID part: all but padding, held-out and added items
+            self.register_buffer("has_id", torch.ones(num_items + 1, dtype=torch.bool))
         if self.mode == "tuned" and cfg.text_anchor:  # θ_0, filled by ``load``
             for name, p in self.projector.named_parameters():
                 self.register_buffer(_anchor(name), torch.zeros_like(p))
@@ -84,9 +94,11 @@ class TextItemTable(nn.Module):
         scale: float,
         init_std: float,
         generator: torch.Generator,
+        held_out: torch.Tensor | None = None,
     ) -> None:
         """Set t (num_items + 1, D), the mask, φ's pre-trained weights and s; the ID part starts
-        at zero where an item has text and at N(0, init_std²) where it has none."""
+        at zero where an item has text and at N(0, init_std²) where it has none. ``held_out``:
+        the ids of the items training never sees (under ``id_fallback = learned`` they get e_∅)."""
         self.text.copy_(text)
         self.has_text.copy_(has_text)
         self.has_text[0] = False
@@ -96,6 +108,11 @@ class TextItemTable(nn.Module):
         ids[self.has_text] = 0
         ids[0] = 0
         self.id_emb.weight.copy_(ids)
+        if self.cfg.id_fallback == "learned":
+            self.has_id.fill_(True)
+            self.has_id[0] = False
+            if held_out is not None:
+                self.has_id[held_out] = False
         if self.mode == "tuned" and self.cfg.text_anchor:
             for name, p in self.projector.named_parameters():
                 getattr(self, _anchor(name)).copy_(p)
@@ -133,10 +150,17 @@ class TextItemTable(nn.Module):
     def _id_part(self, ids: torch.Tensor | None) -> torch.Tensor:
         """The ID part in E's coordinates: (..., d); under ``nullspace`` mapped through N."""
         a = self.id_emb.weight if ids is None else self.id_emb(ids)
+        rows = torch.arange(len(self.has_text), device=a.device) if ids is None else ids
+        none = None  # (...,) the rows without an ID part
         if self.training and self.cfg.id_dropout:
-            rows = torch.arange(len(self.has_text), device=a.device) if ids is None else ids
-            drop = self._id_drop_mask()[rows] & self.has_text[rows]
-            a = a * ~drop[..., None]
+            none = self._id_drop_mask()[rows] & self.has_text[rows]
+        if self.cfg.id_fallback == "learned":
+            unknown = ~self.has_id[rows]
+            none = unknown if none is None else none | unknown
+            keep = rows != 0  # padding stays zero
+            a = torch.where((none & keep)[..., None], self.id_unknown.to(a.dtype), a)
+        elif none is not None:
+            a = a * ~none[..., None]
         if self.mode != "nullspace":
             return a
         S, _, kj = self.null.shape
@@ -191,6 +215,8 @@ class TextItemTable(nn.Module):
         emb.weight.copy_(torch.cat([old, old.new_zeros(n, old.shape[1])]))
         emb.weight.requires_grad_(old.requires_grad)
         self.id_emb = emb
+        if self.cfg.id_fallback == "learned":  # added items get e_∅
+            self.has_id = torch.cat([self.has_id, torch.zeros(n, dtype=torch.bool, device=dev)])
         if self.mode != "tuned":
             sem = self._project(self.text[-n:], self.has_text[-n:])
             if self.mode == "nullspace":

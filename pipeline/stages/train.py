@@ -28,6 +28,7 @@ from fame.config import (
 from fame.epoch_hook import EPOCH_HOOK
 from pipeline.artifacts import (
     CHECKPOINT,
+    held_out_items,
     initial_vectors,
     streamed_sequences,
     text_projector,
@@ -101,7 +102,10 @@ def text_pathway_model(cfg: RunConfig, inputs: dict[str, Artifact], num_items: i
     has_text = torch.zeros(num_items + 1, dtype=torch.bool)
     has_text[rows] = True
     gen = torch.Generator().manual_seed(cfg.train.seed)
-    model.text_items.load(text, has_text, state, scale * cfg.init.gain, cfg.model.init_std, gen)
+    held_out = torch.as_tensor(held_out_items(inputs["ingest"]), dtype=torch.long)
+    model.text_items.load(
+        text, has_text, state, scale * cfg.init.gain, cfg.model.init_std, gen, held_out
+    )
     if missing := num_items - len(ids):
         log.info(
             "text pathway: %d of %d items have no text and fall back to their ID part alone",

@@ -20,7 +20,9 @@ from pretrain.train import initial_embeddings, pretrain_facets, table_scale
 D, HIDDEN = 24, 16
 
 
-def _model(name="fame", mode="frozen", num_items=40, heads=2, text=None, has=None, **extra):
+def _model(
+    name="fame", mode="frozen", num_items=40, heads=2, text=None, has=None, held=None, **extra
+):
     cfg = ModelConfig(
         name=name,
         d=16,
@@ -42,7 +44,7 @@ def _model(name="fame", mode="frozen", num_items=40, heads=2, text=None, has=Non
     if has is None:
         has = torch.ones(num_items + 1, dtype=torch.bool)
     phi = FacetProjector(facets, D, HIDDEN, 16 // facets, normalize=spec.normalize)
-    model.text_items.load(text, has, phi.state_dict(), 0.5, 0.02, gen)
+    model.text_items.load(text, has, phi.state_dict(), 0.5, 0.02, gen, held)
     return model
 
 
@@ -169,6 +171,50 @@ def test_excluded_items_get_no_gradient_and_leave_the_softmax():
     torch.testing.assert_close(u.grad, u2.grad)
     torch.testing.assert_close(E.grad, E2.grad)
     assert E.grad[held].abs().max() == 0
+
+
+def test_learned_fallback_stands_in_for_every_missing_id_part(tmp_path):
+    """id_fallback = learned: dropped (training), held-out and added items all get sem + e_∅;
+    the others sem + their own ID part; padding stays zero; e_∅ is trained by the dropped rows
+    alone; the checkpoint keeps e_∅ and which items have an ID part."""
+    held = torch.tensor([3, 4])
+    model = _model(id_dropout=0.5, id_fallback="learned", held=held)
+    items = model.text_items
+    with torch.no_grad():
+        items.id_emb.weight[1:].add_(1.0)
+        items.id_unknown.copy_(torch.arange(16.0))
+    sem, own, e0 = items.semantic, items.id_emb.weight.detach(), items.id_unknown.detach()
+    model.train()
+    model.new_step()
+    E = model.item_embeddings()
+    drop = items._id_drop_mask() & items.has_text
+    none = drop | ~items.has_id
+    none[0] = False
+    assert 0 < drop[1:].float().mean() < 1
+    torch.testing.assert_close(E[none].detach(), sem[none] + e0)
+    some = ~none
+    some[0] = False
+    torch.testing.assert_close(E[some].detach(), sem[some] + own[some])
+    assert torch.equal(E[0], torch.zeros(16))
+    (E * torch.randn_like(E)).sum().backward()
+    assert items.id_unknown.grad.abs().sum() > 0
+    assert items.id_emb.weight.grad[none].abs().max() == 0  # a dropped row trains e_∅ only
+    model.eval()
+    E = model.item_embeddings().detach()
+    torch.testing.assert_close(E[held], sem[held] + e0)  # held out: e_∅ at evaluation too
+    torch.testing.assert_close(E[5], sem[5] + own[5])
+    model.add_items(torch.randn(2, D, generator=torch.Generator().manual_seed(4)))
+    E = model.item_embeddings().detach()
+    torch.testing.assert_close(E[41:], items.semantic[41:] + e0)
+    path = save_checkpoint(tmp_path / "ckpt", model, model.cfg, model.num_items)
+    loaded, _ = load_checkpoint(path)
+    torch.testing.assert_close(loaded.item_embeddings().detach(), E)
+    assert torch.equal(loaded.text_items.has_id, items.has_id)
+
+
+def test_learned_fallback_needs_id_dropout():
+    with pytest.raises(ValueError, match="id_fallback"):
+        ModelConfig(item_repr="text", id_fallback="learned")
 
 
 def test_id_dropout_out_of_range_is_a_named_error():
