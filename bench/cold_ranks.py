@@ -12,6 +12,7 @@ Nothing here is chosen: b = 0 is what every run reports.
 
     python bench/cold_ranks.py --artifacts artifacts   # the beauty-cold records, seed 1
     python bench/cold_ranks.py --artifacts artifacts --runs cold-beauty-sasrec-text-g10-s2
+    python bench/cold_ranks.py --artifacts artifacts --merge --runs NAME   # add rows, keep the rest
 
 Writes bench/results/cold_ranks.json.
 """
@@ -27,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import RESULTS, git_rev, write_json  # noqa: E402
 
 RUNS = Path(__file__).parent / "results" / "runs"
 DEFAULT = [
@@ -37,6 +38,8 @@ DEFAULT = [
     "cold-beauty-sasrec-textpath-g10-iddrop03-s1",
     "cold-beauty-fame-h2-facetpath-g10-iddrop03-s1",
     "cold-beauty-fame-h2-facetpath-g10-pcakeep-s1",
+    "cold-beauty-sasrec-textpath-g10-iddrop03-e0-s1",
+    "cold-beauty-fame-h2-facetpath-g10-iddrop03-e0-s1",
 ]
 OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0)
 
@@ -106,9 +109,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--runs", nargs="*", default=DEFAULT, help="record names in bench/results/runs")
+    ap.add_argument(
+        "--merge", action="store_true", help="keep the rows of cold_ranks.json not rerun here"
+    )
     args = ap.parse_args()
     torch.set_num_threads(2)
-    rows = {}
+    old = RESULTS / "cold_ranks.json"
+    rows = json.loads(old.read_text())["runs"] if args.merge and old.exists() else {}
     for name in args.runs:
         path = RUNS / f"{name}.json"
         if not path.exists():
@@ -116,7 +123,7 @@ def main() -> None:
             continue
         record = json.loads(path.read_text())
         stats = cold_ranks(api.open_run(record["run_id"], artifacts=args.artifacts))
-        rows[name] = {"variant": record["variant"], **stats}
+        rows[name] = {"variant": record["variant"], "git": git_rev(), **stats}
         flat = " ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, float))
         trade = " ".join(
             f"b={r['offset_sd']}: {r['cold']:.4f}/{r['warm']:.4f}" for r in stats["offset_tradeoff"]
