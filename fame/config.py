@@ -27,7 +27,9 @@ NonNegFloat = Annotated[float, BeforeValidator(_not_bool), Field(ge=0)]
 # ModelConfig fields read only by FAME's last block and prediction: SASRec ignores them
 FAME_ONLY_FIELDS = frozenset({"experts", "gate", "facet_scale", "residual", "router_top_k"})
 # ModelConfig fields read only by the text pathway (item_repr = "text")
-TEXT_ONLY_FIELDS = frozenset({"text_mode", "text_anchor", "null_dims", "id_dropout", "id_fallback"})
+TEXT_ONLY_FIELDS = frozenset(
+    {"text_mode", "text_anchor", "null_dims", "id_dropout", "id_fallback", "id_ridge"}
+)
 # TrainConfig fields that change speed or reporting, not the trained weights: a resume state
 # stays valid across them (a run killed on one device may continue on another)
 # sequences come in blocks of users (ingest writes one `sequences` row group per block);
@@ -77,8 +79,12 @@ class ModelConfig:
     # text only: the ID part of an item that has none (dropped this step, held out of training,
     # added after it): "zero", nothing [default]; "learned", one shared vector e_∅ trained
     # through ID dropout, so that text-only items are scored on the scale of warm ones (their
-    # ID parts carry what all warm items share, e.g. popularity)
-    id_fallback: Literal["zero", "learned"] = "zero"
+    # ID parts carry what all warm items share, e.g. popularity); "regress", the ID part its text
+    # predicts, by a ridge regression t -> ID part fitted on the warm items whenever the model
+    # enters evaluation (training unchanged; dropped ID parts stay zero)
+    id_fallback: Literal["zero", "learned", "regress"] = "zero"
+    # regress only: the ridge λ, relative to the mean eigenvalue of the centred text Gram matrix
+    id_ridge: PosFloat = 0.1
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:

@@ -21,6 +21,13 @@ step, held out of training, or added after it) gets one shared learned vector e_
 instead of nothing, trained through ID dropout (after the mean/unknown embedding of
 cold-start recommenders): warm items' ID parts share a component every user's state scores
 high, and without it text-only items rank below warm ones however well their text orders them.
+
+``model.id_fallback = "regress"``: the ID part of an item without one (held out of training, or
+added after it) is predicted from its text, by a ridge regression t_v -> ID part fitted on the
+items that have both, each time the model enters evaluation (after the content-to-embedding
+mappers of cold-start recommenders, e.g. DeepMusic, van den Oord et al. 2013): training is
+unchanged, and a text-only item gets the ID part its text predicts, popularity included, in
+place of nothing. Dropped ID parts in training stay zero.
 """
 
 from __future__ import annotations
@@ -76,6 +83,9 @@ class TextItemTable(nn.Module):
         self.id_emb = nn.Embedding(num_items + 1, k, padding_idx=0)  # the ID part
         if cfg.id_fallback == "learned":
             self.id_unknown = nn.Parameter(torch.zeros(k))  # e_∅
+        if cfg.id_fallback == "regress":  # t -> ID part: [W; b], (D + 1, k), fitted by fit_id_map
+            self.register_buffer("id_map", torch.zeros(spec.dim + 1, k))
+        if cfg.id_fallback != "zero":
             # items with a trained ID part: all but padding, held-out and added items
             self.register_buffer("has_id", torch.ones(num_items + 1, dtype=torch.bool))
         if self.mode == "tuned" and cfg.text_anchor:  # θ_0, filled by ``load``
@@ -98,7 +108,8 @@ class TextItemTable(nn.Module):
     ) -> None:
         """Set t (num_items + 1, D), the mask, φ's pre-trained weights and s; the ID part starts
         at zero where an item has text and at N(0, init_std²) where it has none. ``held_out``:
-        the ids of the items training never sees (under ``id_fallback = learned`` they get e_∅)."""
+        the ids of the items training never sees (under ``id_fallback`` learned or regress they get
+        e_∅ or the ID part their text predicts)."""
         self.text.copy_(text)
         self.has_text.copy_(has_text)
         self.has_text[0] = False
@@ -108,7 +119,7 @@ class TextItemTable(nn.Module):
         ids[self.has_text] = 0
         ids[0] = 0
         self.id_emb.weight.copy_(ids)
-        if self.cfg.id_fallback == "learned":
+        if self.cfg.id_fallback != "zero":
             self.has_id.fill_(True)
             self.has_id[0] = False
             if held_out is not None:
@@ -118,6 +129,38 @@ class TextItemTable(nn.Module):
                 getattr(self, _anchor(name)).copy_(p)
         if self.mode != "tuned":
             self.refresh()
+
+    def train(self, mode: bool = True) -> TextItemTable:
+        """Under ``id_fallback = regress``, entering evaluation refits t -> ID part."""
+        super().train(mode)
+        if not mode and self.cfg.id_fallback == "regress":
+            self.fit_id_map()
+        return self
+
+    @torch.no_grad()
+    def fit_id_map(self) -> None:
+        """Ridge regression from t_v to the ID part over the n items that have both:
+        W = (T_cᵀT_c + λ·tr(T_cᵀT_c)/D · I)⁻¹ T_cᵀA_c on centred T (n, D) and A (n, k),
+        λ = ``model.id_ridge`` relative to the mean eigenvalue so that it does not depend on the
+        encoder's scale; b = ā - t̄W."""
+        fit = self.has_id & self.has_text
+        if not fit.any():  # nothing to learn from (an untrained or empty table): no ID part
+            self.id_map.zero_()
+            return
+        T = self.text[fit].double()
+        A = self.id_emb.weight[fit].double()
+        t_mean, a_mean = T.mean(0), A.mean(0)
+        T, A = T - t_mean, A - a_mean
+        gram = T.T @ T  # (D, D)
+        ridge = self.cfg.id_ridge * gram.diagonal().mean().clamp_min(1e-12)
+        W = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), T.T @ A)
+        self.id_map[:-1] = W.float()
+        self.id_map[-1] = (a_mean - t_mean @ W).float()
+
+    def _predicted_id(self, rows: torch.Tensor) -> torch.Tensor:
+        """The ID part t_v predicts: (...,) -> (..., k); the intercept alone without text."""
+        t = self.text[rows] * self.has_text[rows][..., None]
+        return t @ self.id_map[:-1] + self.id_map[-1]
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -159,7 +202,13 @@ class TextItemTable(nn.Module):
             none = unknown if none is None else none | unknown
             keep = rows != 0  # padding stays zero
             a = torch.where((none & keep)[..., None], self.id_unknown.to(a.dtype), a)
-        elif none is not None:
+        elif self.cfg.id_fallback == "regress":  # predicted at evaluation, none in training
+            unknown = ~self.has_id[rows] & (rows != 0)  # padding stays zero
+            if self.training:
+                none = unknown if none is None else none | unknown
+            else:
+                a = torch.where(unknown[..., None], self._predicted_id(rows).to(a.dtype), a)
+        if none is not None and self.cfg.id_fallback != "learned":
             a = a * ~none[..., None]
         if self.mode != "nullspace":
             return a
@@ -215,7 +264,7 @@ class TextItemTable(nn.Module):
         emb.weight.copy_(torch.cat([old, old.new_zeros(n, old.shape[1])]))
         emb.weight.requires_grad_(old.requires_grad)
         self.id_emb = emb
-        if self.cfg.id_fallback == "learned":  # added items get e_∅
+        if self.cfg.id_fallback != "zero":  # added items get e_∅ or their predicted ID part
             self.has_id = torch.cat([self.has_id, torch.zeros(n, dtype=torch.bool, device=dev)])
         if self.mode != "tuned":
             sem = self._project(self.text[-n:], self.has_text[-n:])

@@ -220,3 +220,73 @@ def test_learned_fallback_needs_id_dropout():
 def test_id_dropout_out_of_range_is_a_named_error():
     with pytest.raises(ValueError, match="id_dropout"):
         ModelConfig(item_repr="text", id_dropout=1.0)
+
+
+def _ridge(T: np.ndarray, A: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """The reference: ridge as least squares on rows augmented with √ρ·I (ρ = λ · mean eigenvalue
+    of the centred Gram matrix), the intercept unpenalised through centring."""
+    t_mean, a_mean = T.mean(0), A.mean(0)
+    Tc, Ac = T - t_mean, A - a_mean
+    rho = lam * np.trace(Tc.T @ Tc) / T.shape[1]
+    X = np.vstack([Tc, np.sqrt(rho) * np.eye(T.shape[1])])
+    Y = np.vstack([Ac, np.zeros((T.shape[1], A.shape[1]))])
+    W = np.linalg.lstsq(X, Y, rcond=None)[0]
+    return W, a_mean - t_mean @ W
+
+
+def test_regressed_fallback_predicts_missing_id_parts_from_text(tmp_path):
+    """id_fallback = regress: at evaluation, held-out and added items get the ID part a ridge
+    regression on the other items predicts from their text (checked against least squares);
+    in training they have none; padding stays zero; the map follows the trained weights and
+    round-trips through the checkpoint."""
+    held = torch.tensor([3, 4, 9])
+    model = _model(num_items=60, id_fallback="regress", id_ridge=0.5, held=held)
+    items = model.text_items
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():  # ID parts that partly follow the text, as trained ones do
+        items.id_emb.weight[1:] = items.text[1:] @ torch.randn(D, 16, generator=g) * 0.1
+        items.id_emb.weight[1:] += torch.randn(60, 16, generator=g) * 0.05 + 0.3
+    sem, own = items.semantic, items.id_emb.weight.detach().clone()
+    model.train()
+    E = model.item_embeddings().detach()
+    torch.testing.assert_close(E[held], sem[held])  # training: no ID part for them
+    model.eval()
+    fit = np.setdiff1d(np.arange(1, 61), held.numpy())
+    W, b = _ridge(items.text[fit].double().numpy(), own[fit].double().numpy(), 0.5)
+    E = model.item_embeddings().detach()
+    expect = items.text[held].double().numpy() @ W + b
+    np.testing.assert_allclose(E[held] - sem[held], expect, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(E[fit], sem[fit] + own[fit])  # warm items keep their own
+    assert torch.equal(E[0], torch.zeros(16))
+    seq = torch.tensor([[0, 3, 5]])  # a held-out item in the input is embedded the same way
+    torch.testing.assert_close(model.text_items(seq)[0, 1], E[3])
+    model.add_items(items.text[[5]].clone())  # an added item with item 5's text
+    E = model.item_embeddings().detach()
+    np.testing.assert_allclose(
+        E[61] - items.semantic[61], items.text[5].double().numpy() @ W + b, rtol=1e-4, atol=1e-5
+    )
+    path = save_checkpoint(tmp_path / "ckpt", model, model.cfg, model.num_items)
+    loaded, _ = load_checkpoint(path)
+    torch.testing.assert_close(loaded.item_embeddings().detach(), E)
+    with torch.no_grad():
+        items.id_emb.weight[fit] *= 2  # the ID parts move: the next evaluation refits
+    model.train().eval()
+    torch.testing.assert_close(
+        model.item_embeddings().detach()[held] - sem[held],
+        2 * torch.from_numpy(expect).float(),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_regressed_fallback_in_inference_mode_and_without_warm_items():
+    model = _model(id_fallback="regress", held=torch.arange(1, 41))
+    with torch.inference_mode():
+        model.eval()
+        E = model.item_embeddings()
+    torch.testing.assert_close(E, model.text_items.semantic)  # nothing to learn from: zero
+
+
+def test_id_ridge_must_be_positive():
+    with pytest.raises(ValueError, match="id_ridge"):
+        ModelConfig(item_repr="text", id_fallback="regress", id_ridge=0)
