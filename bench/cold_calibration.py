@@ -37,47 +37,76 @@ def _ndcg(rank: np.ndarray) -> np.ndarray:
     return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
 
 
-def calibration(run, users: int, seed: int, batch: int = 1024) -> list[dict]:
-    """One row per (γ, b) of GRID: cold / warm NDCG@10 and the score statistics."""
+def sample_users(run, users: int, seed: int) -> np.ndarray:
+    """A seeded sample of row indices of the run's sequences."""
+    n = run._sequences.num_rows
+    return np.random.default_rng(seed).choice(n, min(users, n), False)
+
+
+def held_out_mask(run) -> np.ndarray:
+    """(|V| + 1,) True for the items the cold-start protocol held out of training."""
+    held = np.zeros(len(run.items) + 1, dtype=bool)
+    held[1:] = run.items["held_out"].to_numpy(zero_copy_only=False)
+    return held
+
+
+def target_ranks(run, sample: np.ndarray, split: str = "test", adjust=None, batch: int = 1024):
+    """Yield (users, rank of each target, scores) per batch, ``exclude_history``: the valid
+    target after the training history, or the test target after training + valid.
+    ``adjust(scores)`` edits the raw scores (b, |V| + 1) in place before ranking."""
     from fame.data import history_windows
 
-    items, seq = run.items, run._sequences
-    held = np.zeros(len(items) + 1, dtype=bool)
-    held[1:] = items["held_out"].to_numpy(zero_copy_only=False)
-    warm = ~held
-    warm[0] = False
-    target, valid = seq["test_item"].to_numpy(), seq["valid_item"].to_numpy()
+    seq = run._sequences
+    target = seq[f"{split}_item"].to_numpy()
+    valid = seq["valid_item"].to_numpy()
     train = seq["train_items"].combine_chunks()
     offsets, flat = train.offsets.to_numpy(), train.values.to_numpy()
-    sample = np.random.default_rng(seed).choice(len(target), min(users, len(target)), False)
     model = run.model.eval()
-    table = model.text_items
+    for s in range(0, len(sample), batch):
+        u = sample[s : s + batch]
+        hist = [flat[offsets[i] : offsets[i + 1]] for i in u]
+        if split == "test":
+            hist = [np.append(h, valid[i]) for h, i in zip(hist, u, strict=True)]
+        offs = np.zeros(len(u) + 1, dtype=np.int64)
+        np.cumsum([len(h) for h in hist], out=offs[1:])
+        cat = np.concatenate(hist).astype(np.int64)
+        width = min(int(np.diff(offs).max()), run.config.model.max_len)
+        win = torch.from_numpy(history_windows(offs, cat, np.arange(len(u)), width))
+        with torch.inference_mode():
+            scores = model.score(win).float().numpy()  # (b, |V|+1)
+        if adjust is not None:
+            adjust(scores)
+        ranked = scores.copy()
+        ranked[:, 0] = -np.inf
+        ranked[np.repeat(np.arange(len(u)), np.diff(offs)), cat] = -np.inf  # exclude_history
+        t = target[u]
+        yield u, (ranked > ranked[np.arange(len(u)), t][:, None]).sum(1), scores
+
+
+def calibration(run, users: int, seed: int) -> list[dict]:
+    """One row per (γ, b) of GRID: cold / warm NDCG@10 and the score statistics."""
+    held = held_out_mask(run)
+    warm = ~held
+    warm[0] = False
+    target = run._sequences["test_item"].to_numpy()
+    sample = sample_users(run, users, seed)
+    table = run.model.text_items
     semantic = table.semantic.clone()
     rows = []
     for gamma, b in GRID:
         table.semantic.copy_(semantic)
         table.semantic[torch.from_numpy(held)] *= gamma
-        gain, is_cold, gap, sd_cold, sd_warm = [], [], [], [], []
-        for s in range(0, len(sample), batch):
-            u = sample[s : s + batch]
-            hist = [np.append(flat[offsets[i] : offsets[i + 1]], valid[i]) for i in u]
-            offs = np.zeros(len(u) + 1, dtype=np.int64)
-            np.cumsum([len(h) for h in hist], out=offs[1:])
-            cat = np.concatenate(hist).astype(np.int64)
-            width = min(int(np.diff(offs).max()), run.config.model.max_len)
-            win = torch.from_numpy(history_windows(offs, cat, np.arange(len(u)), width))
-            with torch.inference_mode():
-                scores = model.score(win).float().numpy()  # (b, |V|+1)
+
+        def offset(scores: np.ndarray, b: float = b) -> None:
             scores[:, held] += b
+
+        gain, is_cold, gap, sd_cold, sd_warm = [], [], [], [], []
+        for u, rank, scores in target_ranks(run, sample, "test", offset):
             gap.append(scores[:, held].mean(1) - scores[:, warm].mean(1))
             sd_cold.append(scores[:, held].std(1))
             sd_warm.append(scores[:, warm].std(1))
-            scores[:, 0] = -np.inf
-            scores[np.repeat(np.arange(len(u)), np.diff(offs)), cat] = -np.inf  # exclude_history
-            t = target[u]
-            rank = (scores > scores[np.arange(len(u)), t][:, None]).sum(1)
             gain.append(_ndcg(rank))
-            is_cold.append(held[t])
+            is_cold.append(held[target[u]])
         g, c = np.concatenate(gain), np.concatenate(is_cold)
         rows.append(
             {
