@@ -158,7 +158,7 @@ class TextItemTable(nn.Module):
         self.id_map[-1] = (a_mean - t_mean @ W).float()
 
     def _predicted_id(self, rows: torch.Tensor) -> torch.Tensor:
-        """The ID part t_v predicts: (...,) -> (..., k); the intercept alone without text."""
+        """The ID part t_v predicts: (n,) -> (n, k); the intercept alone without text."""
         t = self.text[rows] * self.has_text[rows][..., None]
         return t @ self.id_map[:-1] + self.id_map[-1]
 
@@ -207,7 +207,8 @@ class TextItemTable(nn.Module):
             if self.training:
                 none = unknown if none is None else none | unknown
             else:
-                a = torch.where(unknown[..., None], self._predicted_id(rows).to(a.dtype), a)
+                # out of place (a may be the ID table itself), predicted for those rows alone
+                a = a.index_put((unknown,), self._predicted_id(rows[unknown]).to(a.dtype))
         if none is not None and self.cfg.id_fallback != "learned":
             a = a * ~none[..., None]
         if self.mode != "nullspace":
