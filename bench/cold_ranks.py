@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cold_eval import RUNS, held_out_mask, ndcg, open_recorded, target_ranks  # noqa: E402
 from common import RESULTS, git_rev, write_json  # noqa: E402
 
-RUNS = Path(__file__).parent / "results" / "runs"
 DEFAULT = [
     "cold-beauty-sasrec-text-g10-s1",
     "cold-beauty-sasrec-textpath-g10-s1",
@@ -40,40 +40,21 @@ DEFAULT = [
     "cold-beauty-fame-h2-facetpath-g10-pcakeep-s1",
     "cold-beauty-sasrec-textpath-g10-iddrop03-e0-s1",
     "cold-beauty-fame-h2-facetpath-g10-iddrop03-e0-s1",
+    "cold-beauty-sasrec-textpath-g10-regress-s1",
+    "cold-beauty-fame-h2-facetpath-g10-regress-s1",
 ]
 OFFSETS = (0.0, 0.25, 0.5, 1.0, 2.0, 3.0)
 
 
-def _ndcg(rank: np.ndarray) -> np.ndarray:
-    return np.where(rank < 10, 1 / np.log2(rank + 2), 0.0)
-
-
 def cold_ranks(run, batch: int = 1024) -> dict:
     """Rank statistics of the cold test targets of one run and its offset trade-off."""
-    from fame.data import history_windows
-
-    items, seq = run.items, run._sequences
-    held = np.zeros(len(items) + 1, dtype=bool)
-    held[1:] = items["held_out"].to_numpy(zero_copy_only=False)
-    target, valid = seq["test_item"].to_numpy(), seq["valid_item"].to_numpy()
-    train = seq["train_items"].combine_chunks()
-    offsets, flat = train.offsets.to_numpy(), train.values.to_numpy()
-    model, sd = run.model.eval(), None
+    held = held_out_mask(run)
+    target = run._sequences["test_item"].to_numpy()
+    sd = None
     rank, cold_rank, shifted = [], [], {b: [] for b in OFFSETS}
-    for s in range(0, len(target), batch):
-        u = np.arange(s, min(s + batch, len(target)))
-        hist = [np.append(flat[offsets[i] : offsets[i + 1]], valid[i]) for i in u]
-        offs = np.zeros(len(u) + 1, dtype=np.int64)
-        np.cumsum([len(h) for h in hist], out=offs[1:])
-        cat = np.concatenate(hist).astype(np.int64)
-        width = min(int(np.diff(offs).max()), run.config.model.max_len)
-        win = torch.from_numpy(history_windows(offs, cat, np.arange(len(u)), width))
-        with torch.inference_mode():
-            scores = model.score(win).float().numpy()  # (b, |V|+1)
+    for u, _, raw, scores in target_ranks(run, np.arange(len(target)), "test", batch=batch):
         if sd is None:
-            sd = float(scores[:, 1:].std())
-        scores[:, 0] = -np.inf
-        scores[np.repeat(np.arange(len(u)), np.diff(offs)), cat] = -np.inf  # exclude_history
+            sd = float(raw[:, 1:].std())
         t = target[u]
         ts = scores[np.arange(len(u)), t][:, None]
         cold = held[t]
@@ -83,7 +64,7 @@ def cold_ranks(run, batch: int = 1024) -> dict:
         for b in OFFSETS:  # the cold items' scores (targets' too) raised by b·sd
             lifted = ts + b * sd * cold[:, None]
             r = (scores + (b * sd) * held[None] > lifted).sum(1)
-            shifted[b].append(np.stack([_ndcg(r), cold]))
+            shifted[b].append(np.stack([ndcg(r), cold]))
     rank, cold_rank = np.concatenate(rank), np.concatenate(cold_rank)
     trade = []
     for b in OFFSETS:
@@ -93,19 +74,17 @@ def cold_ranks(run, batch: int = 1024) -> dict:
     return {
         "cold_users": int(len(rank)),
         "cold_items": int(held.sum()),
-        "ndcg@10": float(_ndcg(rank).mean()),
+        "ndcg@10": float(ndcg(rank).mean()),
         "recall@100": float((rank < 100).mean()),
         "median_rank": float(np.median(rank)),
         "median_rank_among_cold": float(np.median(cold_rank)),
-        "ndcg@10_among_cold": float(_ndcg(cold_rank).mean()),
+        "ndcg@10_among_cold": float(ndcg(cold_rank).mean()),
         "score_sd": sd,
         "offset_tradeoff": trade,
     }
 
 
 def main() -> None:
-    from app import api
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--runs", nargs="*", default=DEFAULT, help="record names in bench/results/runs")
@@ -121,8 +100,8 @@ def main() -> None:
         if not path.exists():
             print(f"{name}: no record, skipped")
             continue
-        record = json.loads(path.read_text())
-        stats = cold_ranks(api.open_run(record["run_id"], artifacts=args.artifacts))
+        record, run = open_recorded(name, args.artifacts)
+        stats = cold_ranks(run)
         rows[name] = {"variant": record["variant"], "git": git_rev(), **stats}
         flat = " ".join(f"{k} {v:.4g}" for k, v in stats.items() if isinstance(v, float))
         trade = " ".join(

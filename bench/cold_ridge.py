@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import sys
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from cold_calibration import _ndcg, held_out_mask, sample_users, target_ranks  # noqa: E402
-from common import RESULTS, git_rev, write_json  # noqa: E402
+from cold_eval import held_out_mask, ndcg, open_recorded, sample_users, target_ranks  # noqa: E402
+from common import git_rev, write_json  # noqa: E402
 
-RUNS = RESULTS / "runs"
 DEFAULT = [
     "cold-beauty-fame-h2-facetpath-g10-regress-s1",
     "cold-beauty-sasrec-textpath-g10-regress-s1",
@@ -48,8 +46,8 @@ def ridge_grid(run, users: int, seed: int) -> list[dict]:
         for split in ("valid", "test"):
             target = run._sequences[f"{split}_item"].to_numpy()
             gain, cold = [], []
-            for u, rank, _ in target_ranks(run, sample, split):
-                gain.append(_ndcg(rank))
+            for u, rank, _, _ in target_ranks(run, sample, split):
+                gain.append(ndcg(rank))
                 cold.append(held[target[u]])
             g, c = np.concatenate(gain), np.concatenate(cold)
             row[split] = {
@@ -65,8 +63,6 @@ def ridge_grid(run, users: int, seed: int) -> list[dict]:
 
 
 def main() -> None:
-    from app import api
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--artifacts", default="artifacts")
     ap.add_argument("--runs", nargs="*", default=DEFAULT, help="record names in bench/results/runs")
@@ -76,8 +72,7 @@ def main() -> None:
     torch.set_num_threads(2)
     out = {}
     for name in args.runs:
-        record = json.loads((RUNS / f"{name}.json").read_text())
-        run = api.open_run(record["run_id"], artifacts=args.artifacts)
+        record, run = open_recorded(name, args.artifacts)
         rows = ridge_grid(run, args.users, args.seed)
         best = max(rows, key=lambda r: r["valid"]["all"])
         out[name] = {
