@@ -177,12 +177,16 @@ class ArtifactStore:
         )
 
     def records(self, kind: str) -> list[dict[str, Any]]:
+        """Every record of a kind. Each file is read through one open handle: a record may be
+        replaced while it is read, and reopening its path could pair the old footer with the
+        new file's pages."""
         base = self.root / RECORDS / kind
         if not base.is_dir():
             return []
         rows: list[dict[str, Any]] = []
         for path in sorted(base.glob("*.parquet")):
-            rows.extend(pq.read_table(path).to_pylist())
+            with open(path, "rb") as fh:
+                rows.extend(pq.read_table(fh).to_pylist())
         return rows
 
 

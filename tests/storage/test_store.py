@@ -1,4 +1,6 @@
 import json
+import threading
+import time
 
 import pyarrow as pa
 import pytest
@@ -130,6 +132,33 @@ def test_records_replace_atomically(tmp_path):
     assert store.records("runs") == [{"run_id": "r1", "status": "completed"}]
     records = store.records("runs")
     assert json.loads(json.dumps(records)) == records  # plain JSON types: a round trip is exact
+
+
+def test_records_read_while_rewritten_are_whole(tmp_path):
+    """A record replaced over and over while another thread reads: every read sees one whole
+    version (reopening the path between footer and pages once mixed two versions)."""
+    store = ArtifactStore(tmp_path)
+    store.record("runs", "r1", {"run_id": "r1", "status": "", "pid": 0})
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        i = 0
+        while not stop.is_set():  # versions of varying size, so stale offsets cannot fit
+            store.record("runs", "r1", {"run_id": "r1", "status": "x" * (i % 97), "pid": i})
+            i += 1
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    seen, deadline = set(), time.monotonic() + 2.0
+    try:
+        while time.monotonic() < deadline:
+            (row,) = store.records("runs")
+            assert row["status"] == "x" * (row["pid"] % 97)
+            seen.add(row["pid"])
+    finally:
+        stop.set()
+        writer.join()
+    assert len(seen) > 10  # the reader really did overlap many rewrites
 
 
 def test_vectors_roundtrip_through_parquet(tmp_path):
