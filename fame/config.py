@@ -169,6 +169,11 @@ class EvalConfig:
     protocols: tuple[Protocol, ...] = ("exclude_history", "keep_history")
     topk: PosInt = 20  # length of the top-k list stored per user in `rankings`
     batch_size: PosInt = 1024  # users per scoring chunk (speed and memory only)
+    # the scores of items without a trained ID part (held out of training by the cold-start
+    # protocol) in the evaluate stage: "raw" as the model gives them; "matched" moved, per user,
+    # to the mean and spread of the warm items' scores (``fame.evaluate.match_cold_scores``).
+    # Early stopping always ranks raw scores, so this never changes what is trained.
+    cold_scores: Literal["raw", "matched"] = "raw"
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

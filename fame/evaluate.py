@@ -73,6 +73,35 @@ def item_table_t(model: SeqRecModel) -> torch.Tensor:
     return model.item_embeddings().detach().T.contiguous()
 
 
+def match_cold_scores(scores: torch.Tensor, cold: torch.Tensor) -> None:
+    """In place: each user's scores of the ``cold`` items (ids, no padding, no repeats) moved to
+    the mean and spread of that user's scores of every other item, s' = μ_w + (s - μ_c)·σ_w/σ_c.
+
+    Why: training shrinks the text part of a warm item's embedding and lets its ID part carry the
+    spread of its scores, so an item without an ID part scores like a narrower copy of a warm one
+    and rarely reaches a top 10 however well its text orders it among the new items. Matching
+    the two distributions states the prior that a new item is as likely the target as a warm
+    one (true of a random held-out share); order within the cold and within the warm items is
+    unchanged. ``scores``: (b, |V| + 1), column 0 padding (left out of both statistics).
+    """
+    n_all, n_c = scores.shape[1] - 1, len(cold)
+    n_w = n_all - n_c
+    if n_c < 2 or n_w < 2:  # no spread to match
+        return
+    body = scores[:, 1:]
+    s_c = scores[:, cold]  # (b, n_c)
+    sum_c, sq_c = s_c.double().sum(1), s_c.double().square().sum(1)
+    # over the whole row without a temporary of its size; float32 sums are pairwise (exact enough)
+    sum_all = body.sum(1).double()
+    sq_all = torch.linalg.vector_norm(body, dim=1).double().square()
+    mu_c, mu_w = sum_c / n_c, (sum_all - sum_c) / n_w
+    sd_c = (sq_c / n_c - mu_c.square()).clamp_min(0).sqrt()
+    sd_w = ((sq_all - sq_c) / n_w - mu_w.square()).clamp_min(0).sqrt()
+    ratio = torch.where(sd_c > 0, sd_w / sd_c.clamp_min(1e-12), torch.ones_like(sd_c))
+    moved = mu_w[:, None] + (s_c.double() - mu_c[:, None]) * ratio[:, None]
+    scores[:, cold] = moved.to(scores.dtype)
+
+
 @dataclass
 class RankChunk:
     """One chunk of users' results: ``rows`` index the split's users (``user_ids`` and
@@ -95,6 +124,7 @@ def rank_chunks(
     protocols: Sequence[Protocol] | None = None,
     topk: int | None = None,
     window: int = WINDOW_USERS,
+    cold: np.ndarray | None = None,
 ) -> Iterator[RankChunk]:
     """Rank every user's held-out item among all items under each protocol (default: the
     spec's), ``spec.batch_size`` users at a time, from one forward pass and one matmul per
@@ -102,15 +132,20 @@ def rank_chunks(
     number of users (the evaluate stage writes each chunk's rankings as it comes). Within a
     window, users come in order of history length.
 
+    ``cold``: item ids whose scores ``match_cold_scores`` moves before ranking (none: raw).
+
     ``topk`` defaults to ``spec.topk``; 0 skips the top-k lists (early stopping needs only ranks).
     Call under ``torch.inference_mode()`` with the model in eval mode (``evaluate`` does).
     """
     protocols = [p for p in PROTOCOL_ORDER if p in (protocols or spec.protocols)]
     topk = min(spec.topk if topk is None else topk, data.num_items)
+    cold_ids = None if cold is None or not len(cold) else torch.from_numpy(cold).to(device)
     for first, part in parts(data, window):
         offsets, items = part.inputs(split)
         targets = part.targets(split)
         for rows, scores, hist in score_chunks(model, offsets, items, spec.batch_size, device):
+            if cold_ids is not None:
+                match_cold_scores(scores, cold_ids)
             tgt = torch.from_numpy(targets[rows]).to(device)
             ranks, top = {}, {}
             for p in protocols:  # each removes at least what the one before it removed

@@ -55,7 +55,10 @@ def upstream(cfg: RunConfig) -> list[str]:
 
 def key_config(cfg: RunConfig) -> dict:
     spec = cfg.evaluate  # batch_size changes speed only; the shape predates [evaluate].ks
-    return {"evaluate": {"topk": spec.topk, "protocols": list(spec.protocols)}, "ks": list(spec.ks)}
+    section = {"topk": spec.topk, "protocols": list(spec.protocols)}
+    if spec.cold_scores != "raw":  # in the key only when set: earlier keys stay valid
+        section["cold_scores"] = spec.cold_scores
+    return {"evaluate": section, "ks": list(spec.ks)}
 
 
 def split_metric(name: str) -> tuple[str, int | None]:
@@ -130,7 +133,8 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
     schema = rankings_schema(min(cfg.evaluate.topk, data.num_items))
     with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
         for split in ("valid", "test"):
-            chunks = rank_chunks(model, data, split, cfg.evaluate, device)
+            cold = data.held_out if cfg.evaluate.cold_scores == "matched" else None
+            chunks = rank_chunks(model, data, split, cfg.evaluate, device, cold=cold)
             bar = tqdm(chunks, desc=f"rank {split}", disable=not ctx.progress, leave=False)
             for c in bar:
                 targets[split][c.rows] = c.targets

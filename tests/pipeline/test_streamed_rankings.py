@@ -49,6 +49,51 @@ def test_chunked_equals_unchunked_and_brute_force(cyclic, split):
             assert whole["exclude_history"].ranks[user] == 1 + (np.delete(excl, t) >= excl[t]).sum()
 
 
+def _matched_reference(scores: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """One user's scores with the cold items' moved to the others' mean and spread (numpy)."""
+    out = scores.astype(np.float64)
+    warm = np.setdiff1d(np.arange(1, len(scores)), cold)
+    c, w = out[cold], out[warm]
+    out[cold] = w.mean() + (c - c.mean()) * w.std() / c.std()
+    return out
+
+
+def test_matched_cold_scores_equal_a_per_user_reference(cyclic):
+    """``rank_chunks(cold=...)`` ranks as if each user's cold-item scores had been moved, one
+    user at a time in float64, to the warm items' mean and spread; without ``cold`` it is raw."""
+    model = _model(cyclic)
+    cold = np.array([2, 5, 7, 11, 13, 17, 19])
+    spec = EvalConfig(batch_size=5, topk=5)
+    offsets, items = cyclic.inputs("test")
+    targets = cyclic.targets("test")
+    with torch.inference_mode():
+        chunks = list(rank_chunks(model, cyclic, "test", spec, cold=cold))
+        raw = list(rank_chunks(model, cyclic, "test", spec))
+        ranks = {p: np.empty(cyclic.num_users, np.int64) for p in chunks[0].ranks}
+        raw_ranks = np.empty(cyclic.num_users, np.int64)
+        for c, r in zip(chunks, raw, strict=True):
+            for p in ranks:
+                ranks[p][c.rows] = c.ranks[p]
+            raw_ranks[r.rows] = r.ranks["keep_history"]
+        moved = 0
+        for user in range(cyclic.num_users):
+            hist = items[offsets[user] : offsets[user + 1]]
+            scores = model.score(torch.from_numpy(hist[-8:])[None])[0].numpy()
+            ref = _matched_reference(scores, cold)
+            ref[0] = -np.inf
+            t = targets[user]
+            near = np.abs(np.delete(ref, t) - ref[t]) < 1e-4  # float32 vs float64 ties
+            above = (np.delete(ref, t) >= ref[t]).sum()
+            assert abs(ranks["keep_history"][user] - 1 - above) <= near.sum()
+            excl = ref.copy()
+            excl[np.setdiff1d(hist, [t])] = -np.inf
+            above = (np.delete(excl, t) >= excl[t]).sum()
+            near = np.abs(np.delete(excl, t) - excl[t]) < 1e-4
+            assert abs(ranks["exclude_history"][user] - 1 - above) <= near.sum()
+            moved += ranks["keep_history"][user] != raw_ranks[user]
+    assert moved > 0  # the matching did change ranks
+
+
 def test_rank_chunks_cover_each_user_once(cyclic):
     model = _model(cyclic)
     with torch.inference_mode():
