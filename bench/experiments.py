@@ -189,19 +189,21 @@ def save_record(record: dict) -> dict:
 
 
 def reuse_finished(run: Run) -> dict | None:
-    """A finished run with the same train key (config, upstream keys and code version, both
-    computed by the current code) stands for this one: its record is copied under the new name
-    instead of training the same model again (also across artifact roots, unlike the sweep's
-    own reuse of the store's runs)."""
+    """A finished run with the same train and evaluate keys (config, upstream keys and code
+    version, all computed by the current code) stands for this one: its record is copied under
+    the new name instead of training the same model again (also across artifact roots, unlike
+    the sweep's own reuse of the store's runs). A variant that changes the evaluation alone
+    (the same train key) is run: its train stage is then the store's cached one."""
     from pipeline.config import RunConfig, load_config
     from pipeline.runner import plan_keys
 
-    key = plan_keys(load_config(run.config, run.overrides))["train"]
+    def keys(cfg: RunConfig) -> tuple[str, str]:
+        plan = plan_keys(cfg)
+        return plan["train"], plan["evaluate"]
+
+    key = keys(load_config(run.config, run.overrides))
     for r in load_runs():
-        if (
-            plan_keys(RunConfig.model_validate(r["config"], context={"quiet": True}))["train"]
-            == key
-        ):
+        if keys(RunConfig.model_validate(r["config"], context={"quiet": True})) == key:
             record = {
                 **r,
                 "name": run.name,
