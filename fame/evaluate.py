@@ -84,13 +84,13 @@ def match_cold_scores(scores: torch.Tensor, cold: torch.Tensor) -> None:
     one (true of a random held-out share); order within the cold and within the warm items is
     unchanged. ``scores``: (b, |V| + 1), column 0 padding (left out of both statistics).
     """
-    n_all, n_c = scores.shape[1] - 1, len(cold)
-    n_w = n_all - n_c
+    n_c = len(cold)
+    n_w = scores.shape[1] - 1 - n_c
     if n_c < 2 or n_w < 2:  # no spread to match
         return
     body = scores[:, 1:]
-    s_c = scores[:, cold]  # (b, n_c)
-    sum_c, sq_c = s_c.double().sum(1), s_c.double().square().sum(1)
+    s_c = scores[:, cold].double()  # (b, n_c)
+    sum_c, sq_c = s_c.sum(1), s_c.square().sum(1)
     # over the whole row without a temporary of its size; float32 sums are pairwise (exact enough)
     sum_all = body.sum(1).double()
     sq_all = torch.linalg.vector_norm(body, dim=1).double().square()
@@ -98,7 +98,7 @@ def match_cold_scores(scores: torch.Tensor, cold: torch.Tensor) -> None:
     sd_c = (sq_c / n_c - mu_c.square()).clamp_min(0).sqrt()
     sd_w = ((sq_all - sq_c) / n_w - mu_w.square()).clamp_min(0).sqrt()
     ratio = torch.where(sd_c > 0, sd_w / sd_c.clamp_min(1e-12), torch.ones_like(sd_c))
-    moved = mu_w[:, None] + (s_c.double() - mu_c[:, None]) * ratio[:, None]
+    moved = mu_w[:, None] + (s_c - mu_c[:, None]) * ratio[:, None]
     scores[:, cold] = moved.to(scores.dtype)
 
 

@@ -131,9 +131,9 @@ def _rank_and_measure(ctx, model, device, data, train, ingest, part: Path) -> tu
     ranks: dict[tuple[str, str], np.ndarray] = {}
     targets = {s: np.empty(data.num_users, np.int64) for s in ("valid", "test")}
     schema = rankings_schema(min(cfg.evaluate.topk, data.num_items))
+    cold = data.held_out if cfg.evaluate.cold_scores == "matched" else None
     with pq.ParquetWriter(part, schema) as writer, torch.inference_mode():
         for split in ("valid", "test"):
-            cold = data.held_out if cfg.evaluate.cold_scores == "matched" else None
             chunks = rank_chunks(model, data, split, cfg.evaluate, device, cold=cold)
             bar = tqdm(chunks, desc=f"rank {split}", disable=not ctx.progress, leave=False)
             for c in bar:
