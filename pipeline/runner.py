@@ -203,7 +203,9 @@ def _execute(ctx: RunContext, name: str, refs: Mapping[str, StageRef]) -> StageR
                 "compute_seconds": round(time.perf_counter() - start, 3),
                 **out.meta,
             }
-            art = ctx.store.write(name, key, tables=out.tables, files=out.files, meta=meta)
+            art = ctx.store.write(
+                name, key, tables=out.tables, files=out.files, meta=meta, replace=name in ctx.force
+            )
             if out.after_publish is not None:
                 out.after_publish()
             result = StageResult(name, key, False, time.perf_counter() - start, art)

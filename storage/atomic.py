@@ -9,7 +9,7 @@ import secrets
 import shutil
 import signal
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -63,8 +63,13 @@ def parse_work_name(name: str) -> tuple[str, str, int] | None:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
+def atomic_dir(
+    final: Path, work: Path | None = None, keep: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``final`` in one rename.
+
+    ``keep(final)``, asked at publication: True drops the new version and leaves ``final`` as
+    it is, so it never goes missing under a reader (a content-keyed artifact is as good as ours).
 
     The temporary (and, when ``final`` exists, the displaced old version, ``….old``) live in
     ``work`` — a folder on the same file system, outside anything that is listed or globbed —
@@ -84,6 +89,9 @@ def atomic_dir(final: Path, work: Path | None = None) -> Iterator[Path]:
         fsync_tree(tmp)
         trash = None
         if final.exists():
+            if keep is not None and keep(final):
+                shutil.rmtree(tmp, ignore_errors=True)
+                return
             trash = work / (prefix + work_name(final, ".old"))
             with contextlib.suppress(FileNotFoundError):  # another writer moved it first
                 os.replace(final, trash)

@@ -109,9 +109,11 @@ class ArtifactStore:
         """The finished artifact for (stage, key), or None (a half-written one never counts)."""
         path = self.path(stage, key)
         manifest = path / MANIFEST
-        if not manifest.is_file():
+        try:
+            text = manifest.read_text()
+        except FileNotFoundError:  # absent, or a forced rewrite is swapping it right now
             return None
-        return Artifact(stage, key, path, json.loads(manifest.read_text()))
+        return Artifact(stage, key, path, json.loads(text))
 
     def write(
         self,
@@ -121,15 +123,20 @@ class ArtifactStore:
         tables: Mapping[str, pa.Table] | None = None,
         files: Callable[[Path], None] | None = None,
         meta: Mapping[str, Any] | None = None,
+        replace: bool = False,
     ) -> Artifact:
         """Write an artifact atomically: tables as Parquet, ``files(tmpdir)`` for anything else.
 
         The manifest records row counts, schemas and write time next to ``meta`` (config,
         upstream keys, timings...). Nothing is visible at the final path until all is written.
+        A finished artifact of the same key is kept unless ``replace`` (a forced stage): keys
+        name content, and moving it aside would pull it from under the runs reading it.
         """
         tables = dict(tables or {})
         start = time.perf_counter()
-        with atomic_dir(self.path(stage, key), self.publish_dir) as tmp:
+        final = self.path(stage, key)
+        keep = None if replace else lambda f: (f / MANIFEST).is_file()
+        with atomic_dir(final, self.publish_dir, keep=keep) as tmp:
             for name, table in tables.items():
                 pq.write_table(table, tmp / f"{name}.parquet")
             if files is not None:
@@ -157,7 +164,7 @@ class ArtifactStore:
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
             crash_point(f"{stage}:publish:manifest")
         crash_point(f"{stage}:publish:done")
-        return Artifact(stage, key, self.path(stage, key), manifest)
+        return self.get(stage, key) or Artifact(stage, key, final, manifest)
 
     def artifacts(self, stage: str) -> list[Artifact]:
         """All finished artifacts of a stage, oldest first."""

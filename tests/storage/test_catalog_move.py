@@ -19,7 +19,7 @@ VIEWS = [View("items", "ingest", "items", current=True)]
 def _store(root, titles: list[str]) -> ArtifactStore:
     st = ArtifactStore(root)
     items = pa.table({"item_id": list(range(1, len(titles) + 1)), "title": titles})
-    st.write("ingest", KEY, tables={"items": items})
+    st.write("ingest", KEY, tables={"items": items}, replace=True)  # one key, new content
     st.record("stages", "r1__ingest", {"run_id": "r1", "stage": "ingest", "key": KEY})
     st.record("runs", "r1", {"run_id": "r1", "status": "completed"})
     refresh_catalog(root, VIEWS)

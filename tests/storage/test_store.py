@@ -161,6 +161,45 @@ def test_records_read_while_rewritten_are_whole(tmp_path):
     assert len(seen) > 10  # the reader really did overlap many rewrites
 
 
+def test_a_finished_key_is_kept_unless_replaced(tmp_path):
+    """Keys name content, so a second write of a key keeps the first version; a forced stage
+    (``replace``) puts its own in place."""
+    store = ArtifactStore(tmp_path)
+    first = store.write("ingest", "k1", tables={"items": pa.table({"x": [1]})})
+    again = store.write("ingest", "k1", tables={"items": pa.table({"x": [2]})})
+    assert again.manifest["created_at"] == first.manifest["created_at"]
+    assert store.get("ingest", "k1").table("items").to_pydict() == {"x": [1]}
+    store.write("ingest", "k1", tables={"items": pa.table({"x": [3]})}, replace=True)
+    assert store.get("ingest", "k1").table("items").to_pydict() == {"x": [3]}
+    assert list(store.publish_dir.iterdir()) == []
+
+
+def test_an_artifact_rewritten_by_other_runs_never_goes_missing(tmp_path):
+    """Runs of one config publish the same keys at once while others read them: a reader must
+    find the artifact, and its tables, on every try (displacing the old version once made the
+    path vanish for a moment, and a run died on a missing manifest)."""
+    store = ArtifactStore(tmp_path)
+    store.write("ingest", "k1", tables={"items": pa.table({"x": [1]})})
+    stop = threading.Event()
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            store.write("ingest", "k1", tables={"items": pa.table({"x": [1]})})
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    reads, deadline = 0, time.monotonic() + 1.5
+    try:
+        while time.monotonic() < deadline:
+            art = store.get("ingest", "k1")
+            assert art is not None and art.table("items").to_pydict() == {"x": [1]}
+            reads += 1
+    finally:
+        stop.set()
+        writer.join()
+    assert reads > 10
+
+
 def test_vectors_roundtrip_through_parquet(tmp_path):
     import numpy as np
     import pyarrow.parquet as pq
