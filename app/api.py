@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from fame.config import Protocol
+    from fame.config import ColdScores, Protocol
     from fame.model import SeqRecModel
 
 
@@ -319,11 +319,15 @@ class Run:
         *,
         explain: bool = False,
         protocol: Protocol | None = None,
+        cold_scores: ColdScores | None = None,
     ) -> pd.DataFrame:
         """Top-k next items after each user's whole history; seen items are removed under
-        the primary protocol ``exclude_history`` (or the one given)."""
+        the primary protocol ``exclude_history`` (or the one given). ``cold_scores``: how
+        ``cold_items`` are scored, ``evaluate.cold_scores`` of the run unless given."""
         offsets, items = self._histories(users)
-        return self._top(list(map(str, users)), "user", offsets, items, k, explain, protocol)
+        return self._top(
+            list(map(str, users)), "user", offsets, items, k, explain, protocol, cold_scores
+        )
 
     def recommend_sequence(
         self,
@@ -332,12 +336,34 @@ class Run:
         *,
         explain: bool = False,
         protocol: Protocol | None = None,
+        cold_scores: ColdScores | None = None,
     ) -> pd.DataFrame:
         """Top-k next items after a new sequence of source item ids (or several)."""
         many = bool(items) and not isinstance(items[0], str | int)
         seqs = [list(map(str, s)) for s in items] if many else [list(map(str, items))]
         offsets, ids = self._sequences_csr(seqs)
-        return self._top(list(range(len(seqs))), "sequence", offsets, ids, k, explain, protocol)
+        return self._top(
+            list(range(len(seqs))), "sequence", offsets, ids, k, explain, protocol, cold_scores
+        )
+
+    @property
+    def cold_items(self) -> np.ndarray:
+        """Item ids the model never trained, so without an ID part: those the cold-start
+        protocol held out, and those ``add_items`` added to this process's model."""
+        ids = self.items["item_id"].to_numpy()
+        cold = ids > self.artifact("ingest").rows["items"]
+        if "held_out" in self.items.column_names:
+            cold |= self.items["held_out"].to_numpy(zero_copy_only=False)
+        return ids[cold]
+
+    def cold_ids(self, cold_scores: ColdScores | None = None) -> torch.Tensor | None:
+        """The ids ``recommend_topk`` matches (``fame.evaluate.match_cold_scores``) under
+        ``cold_scores`` (the run's ``evaluate.cold_scores`` unless given), else None."""
+        import torch
+
+        if (cold_scores or self.config.evaluate.cold_scores) != "matched":
+            return None
+        return torch.from_numpy(self.cold_items)
 
     def explain(self, offsets: np.ndarray, items: np.ndarray, top: np.ndarray) -> Explanation:
         """Per-head contributions, gate and router of FAME for the ``top`` (n, k) items after
@@ -385,6 +411,7 @@ class Run:
         k: int,
         explain: bool,
         protocol: Protocol | None,
+        cold_scores: ColdScores | None = None,
     ) -> pd.DataFrame:
         import pandas as pd
 
@@ -392,9 +419,17 @@ class Run:
 
         if not 1 <= k <= self.model.num_items:
             raise PipelineError(f"k = {k} must be in [1, {self.model.num_items}] (the items)")
+        if cold_scores not in (None, "raw", "matched"):
+            raise PipelineError(f"cold_scores = {cold_scores!r}: give 'raw' or 'matched'")
         spec = self.config.evaluate
         top, scores = recommend_topk(
-            self.model, offsets, items, k, protocol or spec.primary, spec.batch_size
+            self.model,
+            offsets,
+            items,
+            k,
+            protocol or spec.primary,
+            spec.batch_size,
+            cold=self.cold_ids(cold_scores),
         )
         n = len(who)
         frame = pd.DataFrame(

@@ -193,6 +193,14 @@ def recommend(
     explain: Annotated[
         bool, typer.Option(help="FAME: per-head contributions (named by facet), gate, router")
     ] = False,
+    cold_scores: Annotated[
+        str | None,
+        typer.Option(
+            "--cold-scores",
+            help="raw or matched: how items held out of training are scored "
+            "[the run's evaluate.cold_scores]",
+        ),
+    ] = None,
     run_id: RunOpt = None,
     artifacts: ArtifactsOpt = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
@@ -205,11 +213,12 @@ def recommend(
     if bool(user) == bool(items):
         fail(PipelineError("give --user ID (repeatable) or --items A,B,C, not both"))
     run = open_run(run_id, config, sets, data_dir, artifacts)
+    how = {"explain": explain, "cold_scores": cold_scores}
     try:
         if items:
-            frame = run.recommend_sequence(items.split(","), k, explain=explain)
+            frame = run.recommend_sequence(items.split(","), k, **how)
         else:
-            frame = run.recommend(user, k, explain=explain)
+            frame = run.recommend(user, k, **how)
     except PipelineError as exc:
         fail(exc)
         return
@@ -221,7 +230,10 @@ def recommend(
     # a table per concern: the per-head contributions beside the items, then gate and router
     who = frame.columns[0]
     per_query = [c for c in frame.columns if c.startswith(("gate ", "expert "))]
-    _show_frame(frame.drop(columns=per_query), fmt, title + ": score = sum of the head columns")
+    sums = ": score = sum of the head columns"
+    if run.cold_ids(cold_scores) is not None:
+        sums += " (items held out of training: matched scores, not the sum)"
+    _show_frame(frame.drop(columns=per_query), fmt, title + sums)
     rows = []
     for name in run.head_names:
         part = frame.drop_duplicates(who)[

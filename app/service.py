@@ -18,6 +18,8 @@ Input errors are 4xx with a message naming what is wrong, never a 500:
 ``POST /items`` adds items unseen in training to the served model (text-pathway runs:
 ``Run.add_items``), each embedded from its text; the stored run is not changed. A bad item (no
 ``item_id``, a duplicate or known id, an unknown field, no text) is a 422 and adds nothing.
+A run evaluated with ``evaluate.cold_scores = "matched"`` is served with matched scores for its
+held-out and added items (``Run.cold_items``), as ``Run.recommend`` gives them.
 
 Every 422 has FastAPI's shape, ``{"detail": [{"loc": [...], "msg": "...", "type": ...}]}``.
 """
@@ -186,6 +188,7 @@ class Recommender:
         self.titles = items["title"].to_pylist() if has_title else [None] * len(self.src)
         self.num_items = self.model.num_items
         self.max_k = min(MAX_K, self.num_items)
+        self.cold = self.run.cold_ids()  # matched as the run's evaluate stage does, or None
 
     def add_items(self, items: list[dict[str, Any]]) -> AddedItems:
         """``Run.add_items``, then E^T, ids and titles laid out again for the new catalogue."""
@@ -237,7 +240,9 @@ class Recommender:
         """The k best next items after ``history`` (item ids), through ``recommend_topk``
         with the E^T laid out at startup; excluded candidates (-inf) are dropped."""
         offsets = np.array([0, len(history)], dtype=np.int64)
-        top, values = recommend_topk(self.model, offsets, history, k, self.protocol, Et=self.Et)
+        top, values = recommend_topk(
+            self.model, offsets, history, k, self.protocol, Et=self.Et, cold=self.cold
+        )
         keep = np.isfinite(values[0])
         return _Top(top[0][keep], values[0][keep])
 

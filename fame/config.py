@@ -154,6 +154,7 @@ class TrainConfig:
 Protocol = Literal["exclude_history", "keep_history"]
 # in order of what they remove from the candidates, so one scoring pass ranks under all of them
 PROTOCOL_ORDER: tuple[Protocol, ...] = ("keep_history", "exclude_history")
+ColdScores = Literal["raw", "matched"]
 
 
 @dataclass(config=STRICT)
@@ -170,10 +171,11 @@ class EvalConfig:
     topk: PosInt = 20  # length of the top-k list stored per user in `rankings`
     batch_size: PosInt = 1024  # users per scoring chunk (speed and memory only)
     # the scores of items without a trained ID part (held out of training by the cold-start
-    # protocol) in the evaluate stage: "raw" as the model gives them; "matched" moved, per user,
-    # to the mean and spread of the warm items' scores (``fame.evaluate.match_cold_scores``).
-    # Early stopping always ranks raw scores, so this never changes what is trained.
-    cold_scores: Literal["raw", "matched"] = "raw"
+    # protocol, or added to an opened run) in the evaluate stage and in ``recommend`` and the
+    # service: "raw" as the model gives them; "matched" moved, per user, to the mean and spread
+    # of the warm items' scores (``fame.evaluate.match_cold_scores``). Early stopping always
+    # ranks raw scores, so this never changes what is trained.
+    cold_scores: ColdScores = "raw"
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

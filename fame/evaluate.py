@@ -193,10 +193,13 @@ def recommend_topk(
     batch_size: int = 1024,
     device: torch.device | str = "cpu",
     Et: torch.Tensor | None = None,
+    cold: torch.Tensor | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(items (n, k), scores (n, k)) of the next item after each CSR history, best first; under
     ``exclude_history`` the history's own items are not candidates (item 0 never is), and
-    where fewer than k remain the tail scores are -inf. ``Et`` as in ``score_chunks``."""
+    where fewer than k remain the tail scores are -inf. ``Et`` as in ``score_chunks``;
+    ``cold``: item ids whose scores ``match_cold_scores`` moves first (the scores returned are
+    the moved ones), as the evaluate stage ranks them under ``cold_scores = "matched"``."""
     was_training = model.training
     model.eval()
     n = len(offsets) - 1
@@ -204,6 +207,8 @@ def recommend_topk(
     top_items = np.empty((n, k), dtype=np.int64)
     top_scores = np.empty((n, k), dtype=np.float32)
     for rows, scores, hist in score_chunks(model, offsets, items, batch_size, device, Et):
+        if cold is not None:
+            match_cold_scores(scores, cold)
         exclude(scores, hist if protocol == "exclude_history" else None)
         best = torch.topk(scores, k, dim=1)
         top_items[rows] = best.indices.cpu().numpy()

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -123,3 +124,60 @@ def test_serve_model_adds_items_over_http(run_id, root, tmp_path):
         parts = got["new-1"]["contributions"]
         assert set(parts) == {f.name for f in run.config.facets}
         assert sum(parts.values()) == pytest.approx(got["new-1"]["score"], rel=1e-4, abs=1e-5)
+
+
+def _matched_reference(raw: np.ndarray, cold: np.ndarray) -> np.ndarray:
+    """Per sequence, in float64: cold scores moved to the warm items' mean and spread."""
+    out = raw.astype(np.float64)
+    warm = np.setdiff1d(np.arange(1, raw.shape[1]), cold)
+    for row in out:
+        c, w = row[cold], row[warm]
+        row[cold] = w.mean() + (c - c.mean()) * w.std() / c.std()
+    return out
+
+
+@pytest.fixture(scope="module")
+def matched_run_id(root, run_id) -> str:  # after run_id: the same trained model, evaluated matched
+    over = {**SMALL, **PATHWAY, "evaluate.cold_scores": "matched", "paths.artifacts": str(root)}
+    return api.run("synthetic", over, progress=False).run_id
+
+
+def test_matched_cold_scores_rank_added_items_as_a_per_user_reference(run_id, root):
+    run = api.open_run(run_id, artifacts=root)
+    n = run.model.num_items
+    run.add_items(_new_items(run, 5))
+    np.testing.assert_array_equal(run.cold_items, np.arange(n + 1, n + 6))
+    ids = run.items["source_id"].to_pylist()
+    seqs = [ids[10:15], ids[40:52]]
+    ref = _matched_reference(run.score_sequences(seqs), run.cold_items)
+    raw = run.recommend_sequence(seqs, k=30)  # the run's evaluate.cold_scores: raw
+    got = run.recommend_sequence(seqs, k=30, cold_scores="matched")
+    for i, seq in enumerate(seqs):
+        scores = ref[i].copy()
+        scores[0] = -np.inf
+        scores[run.item_ids(seq)] = -np.inf  # exclude_history
+        want = np.argsort(-scores, kind="stable")[:30]
+        mine = got[got["sequence"] == i]
+        assert mine["item"].tolist() == run.source_ids[want - 1].tolist()
+        np.testing.assert_allclose(mine["score"], scores[want], rtol=1e-4, atol=1e-4)
+    assert got["item"].tolist() != raw["item"].tolist()  # matching did move the new items
+
+
+def test_a_matched_run_serves_matched_scores_for_added_items(matched_run_id, root):
+    from fastapi.testclient import TestClient
+
+    from app.service import create_app
+
+    run = api.open_run(matched_run_id, artifacts=root)
+    assert run.config.evaluate.cold_scores == "matched"
+    client = TestClient(create_app(run), raise_server_exceptions=False)
+    n = run.model.num_items
+    r = client.post("/items", json={"items": _new_items(run, 5).to_dict(orient="records")})
+    assert r.status_code == 201, r.text
+    seq = run.items["source_id"].to_pylist()[40:52]
+    got = client.post("/recommendations", json={"items": seq, "k": n - 12}).json()["items"]
+    want = run.recommend_sequence(seq, k=n - 12)  # the run's own setting: matched
+    assert [g["item"] for g in got] == want["item"].tolist()
+    np.testing.assert_allclose([g["score"] for g in got], want["score"], rtol=1e-5, atol=1e-5)
+    raw = run.recommend_sequence(seq, k=n - 12, cold_scores="raw")
+    assert want["item"].tolist() != raw["item"].tolist()

@@ -165,6 +165,8 @@ def test_cli_recommend_and_export_by_run_id(fame_run, tmp_path):
     assert res.exit_code == 2 and "not both" in res.output
     res = cli.invoke(app, ["recommend", "--items", "nope", *common])
     assert res.exit_code == 2 and "unknown item" in res.output
+    res = cli.invoke(app, ["recommend", "--items", items, "--cold-scores", "tilted", *common])
+    assert res.exit_code == 2 and "give 'raw' or 'matched'" in res.output
     out = tmp_path / "all.csv"
     res = cli.invoke(app, ["export", "--out", str(out), "-k", "2", *common])
     assert res.exit_code == 0, res.output
