@@ -19,12 +19,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from fame.config import ColdScores
 from pipeline.config import RunConfig, default_artifacts_dir, load_config
 from pipeline.errors import PipelineError
 from storage import Artifact, ArtifactStore
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import torch
 
-    from fame.config import ColdScores, Protocol
+    from fame.config import Protocol
     from fame.model import SeqRecModel
 
 
@@ -346,7 +347,7 @@ class Run:
             list(range(len(seqs))), "sequence", offsets, ids, k, explain, protocol, cold_scores
         )
 
-    @property
+    @cached_property
     def cold_items(self) -> np.ndarray:
         """Item ids the model never trained, so without an ID part: those the cold-start
         protocol held out, and those ``add_items`` added to this process's model."""
@@ -419,7 +420,7 @@ class Run:
 
         if not 1 <= k <= self.model.num_items:
             raise PipelineError(f"k = {k} must be in [1, {self.model.num_items}] (the items)")
-        if cold_scores not in (None, "raw", "matched"):
+        if cold_scores is not None and cold_scores not in get_args(ColdScores):
             raise PipelineError(f"cold_scores = {cold_scores!r}: give 'raw' or 'matched'")
         spec = self.config.evaluate
         top, scores = recommend_topk(
@@ -492,7 +493,7 @@ class Run:
         first = len(self.source_ids) + 1
         added = self._item_rows(table, first)
         self.items = pa.concat_tables([self.items, added])
-        for cached in ("source_ids", "_item_index"):
+        for cached in ("source_ids", "_item_index", "cold_items"):
             self.__dict__.pop(cached, None)
         self.store.record(
             "added_items",
