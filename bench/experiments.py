@@ -426,7 +426,7 @@ def targets_section(done: list[dict], label_of: dict, targets: list[dict]) -> li
                 rel = value / base[0] - 1
                 met, shown = rel >= t["gain"], f"{rel:+.1%}"
             else:  # a zero base has no relative gain: any positive value is above it
-                met, shown = value > 0 if t["gain"] >= 0 else True, f"{value - base[0]:+.4f}"
+                met, shown = value > 0 or t["gain"] < 0, f"{value - base[0]:+.4f}"
             what = (
                 f"{t['variant']}{on} {value:.4f} vs {t['over']} {base[0]:.4f}: {shown} "
                 f"(target ≥ +{t['gain']:.0%})"
